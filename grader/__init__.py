@@ -1,0 +1,7 @@
+"""The kit's grader: a pytest suite (``pytest grader``) and the harness that runs graded code.
+
+Parent side (pytest process): ``plugin`` (options, points, score table), ``harness`` (runs a
+graded call in a child and reads its results back), ``proctree`` (process trees, stacks, kills),
+``ipp_cluster`` (the session's ipyparallel cluster), ``checks`` (verdicts from results and traces).
+Child side: ``child`` only; it imports nothing else from this package.
+"""

@@ -1,0 +1,213 @@
+"""The code that runs in a graded child process: load the target, call it, write results.
+
+Started by the harness as ``python -m grader.child JOBDIR`` (pool and ipyparallel backends) or
+``mpiexec -n P python -m mpi4py -m grader.child JOBDIR`` (MPI, where ``-m mpi4py`` turns an
+uncaught exception on one rank into ``MPI_Abort`` instead of a hang). It reads ``JOBDIR/job.pkl``
+and writes, for every case i and rank r, ``JOBDIR/result-{i}-{r}.pkl``; a missing file is
+evidence too (the harness reports it). It imports only the standard library, numpy-free kit code
+(``problems.trace``), mpi4py or ipyparallel, and the graded package, never pytest or the plugin.
+
+On SIGUSR1 every process of the child (each MPI rank, each pool worker) writes its Python stack
+to ``JOBDIR/stack-{pid}.txt``, so that a hang can be diagnosed before the harness kills it.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from problems import trace
+
+# Statuses a result file can carry (the harness adds "crashed" and "timeout").
+OK, NOT_IMPLEMENTED, ERROR = "ok", "not_implemented", "error"
+MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR = "missing_module", "missing_function", "import_error"
+_stack_files: list = []  # keep the faulthandler files open for the life of the process
+
+
+def watch_stacks(jobdir: str, label: str) -> None:
+    """Dump this process's stack to ``stack-{pid}.txt`` when it receives SIGUSR1."""
+    path = Path(jobdir, f"stack-{os.getpid()}.txt")
+    file = open(path, "w")  # noqa: SIM115  (must stay open: faulthandler writes to its fd)
+    file.write(f"{label}\n")
+    file.flush()
+    _stack_files.append(file)
+    faulthandler.register(signal.SIGUSR1, file=file, all_threads=False)
+
+
+def _pool_worker_init(jobdir: str, trace_dir: str) -> None:
+    watch_stacks(jobdir, f"pool worker {os.getpid()}")
+    trace.set_directory(trace_dir)
+
+
+def _engine_setup(sys_path: list[str], trace_dir: str, modules: list[str]) -> int:
+    """Run on each ipyparallel engine before a case: graded package importable, tracing on.
+
+    Self-contained (imports inside): run as ``python -m grader.child``, this module is
+    ``__main__``, and ipyparallel then ships the function by value without its globals.
+    """
+    import os as _os
+    import sys as _sys
+
+    from problems import trace as _trace
+
+    for entry in reversed(sys_path):
+        if entry not in _sys.path:
+            _sys.path.insert(0, entry)
+    for name in modules:  # import the graded module fresh, as it is on disk now
+        _sys.modules.pop(name, None)
+    _trace.set_directory(trace_dir)
+    return _os.getpid()
+
+
+def _where(job: dict) -> str:
+    return f"{job['display']}/{job['module']}.py"
+
+
+def load_function(job: dict):
+    """Import the graded function; return (function, None) or (None, failure dict)."""
+    where = _where(job)
+    if not Path(job["target_dir"], job["module"] + ".py").is_file():
+        return None, {"status": MISSING_MODULE, "message": f"{where} does not exist"}
+    sys.path.insert(0, str(Path(job["target_dir"]).parent))
+    try:
+        module = importlib.import_module(f"{job['package']}.{job['module']}")
+    except SyntaxError as exc:
+        msg = f"{where} has a syntax error at line {exc.lineno}: {exc.msg}"
+        return None, {"status": IMPORT_ERROR, "message": msg}
+    except BaseException as exc:  # noqa: BLE001  (anything at import time is the submission's)
+        msg = f"importing {where} failed: {type(exc).__name__}: {exc}"
+        return None, {"status": IMPORT_ERROR, "message": msg, "traceback": _tb(exc)}
+    func = getattr(module, job["function"], None)
+    if not callable(func):
+        return None, {"status": MISSING_FUNCTION, "message": f"{where} has no function {job['function']}"}
+    return func, None
+
+
+def _tb(exc: BaseException) -> str:
+    """The traceback without the runner's own frames."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    text = "".join(traceback.format_list(frames))
+    return text + "".join(traceback.format_exception_only(type(exc), exc))
+
+
+def _failure(job: dict, exc: BaseException) -> dict:
+    if isinstance(exc, NotImplementedError):
+        return {"status": NOT_IMPLEMENTED, "message": f"not implemented yet: {_where(job)} {job['function']}"}
+    return {"status": ERROR, "message": f"{type(exc).__name__}: {exc}", "traceback": _tb(exc)}
+
+
+def write_result(jobdir: str, case: int, rank: int, result: dict) -> None:
+    """Write one result file atomically (a reader never sees half a file)."""
+    result = {"pid": os.getpid(), "rank": rank, **result}
+    path = Path(jobdir, f"result-{case}-{rank}.pkl")
+    try:
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001
+        value = result.pop("value", None)
+        data = pickle.dumps({**result, "status": ERROR,
+                             "message": f"returned a {type(value).__name__} that cannot be "
+                                        f"sent back to the grader (pickle failed: {exc})"})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _case_args(case: dict, rank: int) -> tuple:
+    if rank == 0 or case.get("everywhere", False):
+        return tuple(case["args"])
+    return (None,) * len(case["args"])
+
+
+def run_mpi(job: dict, jobdir: str) -> None:
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    rank = world.Get_rank()
+    watch_stacks(jobdir, f"rank {rank}")
+    func, failure = load_function(job)
+    for i, case in enumerate(job["cases"]):
+        if failure:  # every rank failed to load the same way: report and stop, no abort needed
+            write_result(jobdir, i, rank, failure)
+            continue
+        trace.set_directory(Path(jobdir, f"trace-{i}"))
+        comm = world.Dup()  # a fresh communicator: a broken case cannot leak messages into the next
+        start = time.perf_counter()
+        try:
+            value = func(*_case_args(case, rank), comm)
+        except BaseException as exc:  # noqa: BLE001
+            write_result(jobdir, i, rank, _failure(job, exc))
+            # The other ranks may be blocked waiting for this one: end the whole job now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            world.Abort(3)
+        write_result(jobdir, i, rank, {"status": OK, "value": value,
+                                       "seconds": time.perf_counter() - start})
+        comm.Free()
+
+
+def run_pool(job: dict, jobdir: str) -> None:
+    import multiprocessing
+
+    watch_stacks(jobdir, "client (the process that owns the pool)")
+    func, failure = load_function(job)
+    for i, case in enumerate(job["cases"]):
+        if failure:
+            write_result(jobdir, i, 0, failure)
+            continue
+        trace_dir = str(Path(jobdir, f"trace-{i}"))
+        start = time.perf_counter()
+        try:
+            # A fresh pool per case; leaving the with-block terminates its workers.
+            with multiprocessing.Pool(job["workers"], _pool_worker_init, (jobdir, trace_dir)) as pool:
+                value = func(*case["args"], pool)
+            result = {"status": OK, "value": value, "seconds": time.perf_counter() - start}
+        except BaseException as exc:  # noqa: BLE001
+            result = _failure(job, exc)
+        write_result(jobdir, i, 0, result)
+
+
+def run_ipp(job: dict, jobdir: str) -> None:
+    import ipyparallel as ipp
+
+    watch_stacks(jobdir, "client")
+    func, failure = load_function(job)
+    if failure:
+        for i in range(len(job["cases"])):
+            write_result(jobdir, i, 0, failure)
+        return
+    client = ipp.Client(job["connection_file"], timeout=job["connect_timeout"])
+    try:
+        client.wait_for_engines(job["workers"], timeout=job["connect_timeout"])
+        targets = sorted(client.ids)[: job["workers"]]
+        modules = [f"{job['package']}.{job['module']}", job["package"]]
+        sys_path = [str(Path(job["target_dir"]).parent)]
+        for i, case in enumerate(job["cases"]):
+            trace_dir = str(Path(jobdir, f"trace-{i}"))
+            client[targets].apply_sync(_engine_setup, sys_path, trace_dir, modules)
+            view = (client.load_balanced_view(targets) if job.get("view") == "balanced"
+                    else client[targets])
+            start = time.perf_counter()
+            try:
+                value = func(*case["args"], view)
+                result = {"status": OK, "value": value, "seconds": time.perf_counter() - start}
+            except BaseException as exc:  # noqa: BLE001
+                result = _failure(job, exc)
+            write_result(jobdir, i, 0, result)
+    finally:
+        client.close()
+
+
+def main(jobdir: str) -> None:
+    job = pickle.loads(Path(jobdir, "job.pkl").read_bytes())
+    {"mpi": run_mpi, "pool": run_pool, "ipp": run_ipp}[job["backend"]](job, jobdir)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

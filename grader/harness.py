@@ -1,0 +1,383 @@
+"""Run graded code in isolated children and bring back one :class:`Outcome` per case.
+
+A *job* is one graded function with a list of *cases* (argument tuples). The job runs in one
+child (``grader.child``) so that the start-up cost (mpiexec, a pool, a cluster connection) is paid
+once, yet every case keeps its own verdict: the harness watches the result files appear, gives
+each case its own timeout, and when a case hangs or crashes the child, it records that case's
+failure, kills the whole process tree, and starts a new child for the cases after it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grader import proctree
+from grader.child import IMPORT_ERROR, MISSING_FUNCTION, MISSING_MODULE, NOT_IMPLEMENTED, OK
+from problems import trace
+
+if TYPE_CHECKING:
+    from grader.ipp_cluster import SessionCluster
+
+TIMEOUT, CRASHED = "timeout", "crashed"
+# Failures that will repeat identically for every later case: no point restarting for them.
+_FINAL = {NOT_IMPLEMENTED, MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR}
+KIT_ROOT = Path(__file__).resolve().parent.parent
+_POLL = 0.02
+_TAIL = 3000
+
+
+@dataclass(frozen=True)
+class Target:
+    """The graded package: a directory of modules named like ``student/``."""
+
+    directory: Path
+    package: str  # import name: the directory's name
+    display: str  # how messages name it, e.g. "student"
+
+    @classmethod
+    def resolve(cls, spec: str, root: Path = KIT_ROOT) -> Target:
+        """``student``, ``reference`` or a path to a directory; ValueError says what is wrong."""
+        path = Path(spec).expanduser()
+        if spec in ("student", "reference") and not path.exists():
+            path = root / spec
+        if not path.is_dir():
+            raise ValueError(f"--target {spec}: no such directory (expected student, reference "
+                             "or the path of a directory holding hello.py, matmul.py, ...)")
+        path = path.resolve()
+        if not path.name.isidentifier():
+            raise ValueError(f"--target {spec}: the directory name {path.name!r} is not a valid "
+                             "Python package name; rename it (e.g. submission_1)")
+        if path.name in ("problems", "grader", "tests") or path.name in sys.stdlib_module_names:
+            raise ValueError(f"--target {spec}: the directory name {path.name!r} would shadow "
+                             "another module; rename it (e.g. submission)")
+        display = spec.rstrip("/") if not Path(spec).is_absolute() else str(path)
+        return cls(path, path.name, display)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every graded run needs, resolved once per session by the plugin."""
+
+    target: Target
+    timeout: float  # seconds per case
+    mpiexec: tuple[str, ...]  # launcher and the flags it needs, e.g. ("mpiexec",)
+    workdir: Path  # where job directories go
+    connect_timeout: float = 60.0
+    mpi_error: str = ""  # why MPI cannot run here (no mpiexec), if it cannot
+
+
+@dataclass
+class Outcome:
+    """What one case of a graded call produced."""
+
+    status: str  # ok, not_implemented, error, missing_*, import_error, crashed, timeout
+    message: str = ""
+    values: dict[int, Any] = field(default_factory=dict)  # rank (0 for pool/ipp) -> value
+    pids: dict[int, int] = field(default_factory=dict)  # rank -> pid of the runner
+    records: list[trace.Record] = field(default_factory=list)
+    details: str = ""  # traceback, stacks, output tail: what a student needs to dig in
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def value(self) -> Any:
+        return self.values.get(0)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every graded child: one BLAS/OpenMP thread, unbuffered, headless."""
+    env = dict(os.environ)
+    pythonpath = [str(KIT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env.update({
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", "MPLBACKEND": "Agg",
+    })
+    env.pop(trace.ENV_VAR, None)
+    env.update(extra or {})
+    return env
+
+
+def detect_mpiexec(command: str | None = None) -> tuple[str, ...]:
+    """The MPI launcher, with ``--oversubscribe`` for Open MPI (more ranks than cores)."""
+    if command:
+        return tuple(shlex.split(command))
+    exe = shutil.which("mpiexec", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                         os.environ.get("PATH", "")]))
+    if exe is None:
+        raise RuntimeError("mpiexec not found: install the kit with `pip install -e .` (it brings "
+                           "the mpich wheel) or put an MPI's mpiexec on PATH, or pass --mpiexec")
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = ""
+    if "Open MPI" in version or "OpenRTE" in version:
+        flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.getuid() == 0 else [])
+        return (exe, *flags)
+    return (exe,)
+
+
+def mpi_command(rt: Runtime, ranks: int, module_args: list[str]) -> list[str]:
+    """``mpiexec -n ranks python -m mpi4py <module_args>``: an uncaught exception aborts all."""
+    return [*rt.mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", *module_args]
+
+
+def tail(path: Path, limit: int = _TAIL) -> str:
+    """The last ``limit`` characters of a file, marked when cut."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return ("[... earlier output cut ...]\n" + text) if size > limit else text
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
+def read_stacks(jobdir: Path, target: Target) -> str:
+    """One line per process that dumped its stack: where it was, in the graded code if possible.
+
+    faulthandler prints the innermost frame first; we name the first frame inside the graded
+    package (with its source line), else the innermost frame.
+    """
+    lines = []
+    for path in sorted(jobdir.glob("stack-*.txt")):
+        text = path.read_text(errors="replace").splitlines()
+        if len(text) < 2:
+            continue
+        label, frames = text[0], [m for m in map(_FRAME.search, text[1:]) if m]
+        if not frames:
+            continue
+        inside = [m for m in frames if Path(m["file"]).resolve().is_relative_to(target.directory)]
+        m = (inside or frames)[0]
+        where = f"{_display_path(m['file'], target)}:{m['line']} in {m['func']}"
+        source = _source_line(m["file"], int(m["line"]))
+        lines.append(f"  {label}: {where}" + (f": {source}" if source else ""))
+    return "\n".join(lines)
+
+
+def _display_path(file: str, target: Target) -> str:
+    path = Path(file).resolve()
+    if path.is_relative_to(target.directory):
+        return f"{target.display}/{path.relative_to(target.directory)}"
+    return file
+
+
+def _source_line(file: str, line: int) -> str:
+    try:
+        return Path(file).read_text(errors="replace").splitlines()[line - 1].strip()
+    except (OSError, IndexError):
+        return ""
+
+
+class Job:
+    """One graded function over a list of cases, run in as few children as possible."""
+
+    def __init__(self, rt: Runtime, backend: str, module: str, function: str,
+                 cases: list[dict], workers: int, **extra: Any):
+        self.rt, self.backend, self.workers = rt, backend, workers
+        self.spec = {"backend": backend, "module": module, "function": function,
+                     "workers": workers, "target_dir": str(rt.target.directory),
+                     "package": rt.target.package, "display": rt.target.display,
+                     "connect_timeout": rt.connect_timeout, **extra}
+        self.cases = cases
+        self.ranks = workers if backend == "mpi" else 1
+
+    def command(self, jobdir: Path) -> list[str]:
+        runner = ["-m", "grader.child", str(jobdir)]
+        if self.backend == "mpi":
+            return mpi_command(self.rt, self.workers, runner)
+        return [sys.executable, *runner]
+
+    def run(self) -> list[Outcome]:
+        if self.backend == "mpi" and self.rt.mpi_error:
+            return [Outcome(CRASHED, self.rt.mpi_error) for _ in self.cases]
+        outcomes: list[Outcome] = []
+        while len(outcomes) < len(self.cases):
+            first = len(outcomes)
+            outcomes.extend(self._run_child(first))
+            last = outcomes[-1]
+            rest = len(self.cases) - len(outcomes)
+            if last.status in _FINAL:  # the same for every case: do not restart
+                outcomes.extend(Outcome(last.status, last.message, details=last.details)
+                                for _ in range(rest))
+            elif last.status == TIMEOUT:  # a hang costs one timeout per job, not one per case
+                outcomes.extend(Outcome(TIMEOUT, f"not run: {last.message.splitlines()[0]} "
+                                        "on an earlier case of the same run") for _ in range(rest))
+        return outcomes
+
+    def _run_child(self, first: int) -> list[Outcome]:
+        """Run cases ``first...`` in one child until they finish or one of them fails hard."""
+        jobdir = Path(tempfile.mkdtemp(prefix=f"{self.backend}-{self.spec['function']}-",
+                                       dir=self.rt.workdir))
+        cases = self.cases[first:]
+        for i in range(len(cases)):
+            (jobdir / f"trace-{i}").mkdir()
+        (jobdir / "job.pkl").write_bytes(pickle.dumps({**self.spec, "cases": cases}))
+        env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30))})
+        child = proctree.Child(self.command(jobdir), env, cwd=jobdir, outdir=jobdir)
+        outcomes: list[Outcome] = []
+        deadline = time.monotonic() + self.rt.timeout
+        case_start = time.monotonic()
+        while len(outcomes) < len(cases):
+            done = self._collect(jobdir, len(outcomes))
+            if done is not None:
+                done.seconds = time.monotonic() - case_start
+                outcomes.append(done)
+                deadline = time.monotonic() + self.rt.timeout
+                case_start = time.monotonic()
+                if not done.ok and (done.status in _FINAL or self.backend == "mpi"):
+                    break  # an MPI job aborts after a failed case; a final failure repeats
+                continue
+            code = child.popen.poll()
+            if code is not None:
+                done = self._collect(jobdir, len(outcomes)) or self._crashed(jobdir, len(outcomes), code)
+                outcomes.append(done)
+                break
+            if time.monotonic() > deadline:
+                child.dump_stacks()
+                outcomes.append(self._timed_out(jobdir, len(outcomes)))
+                break
+            time.sleep(_POLL)
+        child.stop()
+        return outcomes
+
+    def _collect(self, jobdir: Path, i: int) -> Outcome | None:
+        """The outcome of case ``i`` once its result files are there (all ranks, or a failure)."""
+        files = [jobdir / f"result-{i}-{r}.pkl" for r in range(self.ranks)]
+        results = {}
+        for r, f in enumerate(files):
+            if f.exists():
+                try:
+                    results[r] = pickle.loads(f.read_bytes())
+                except (OSError, EOFError, pickle.UnpicklingError):
+                    return None
+        # A failed rank aborts the whole MPI job, so its result alone settles the case.
+        failed = [res for res in results.values() if res["status"] != OK]
+        if len(results) < self.ranks and not failed:
+            return None
+        records = trace.read(jobdir / f"trace-{i}")
+        if failed:
+            bad = min(failed, key=lambda res: res["rank"])
+            where = f" on rank {bad['rank']}" if self.backend == "mpi" and self.ranks > 1 else ""
+            details = bad.get("traceback", "")
+            message = bad["message"] if bad["status"] in _FINAL else \
+                f"{self.spec['function']} raised {bad['message']}{where}"
+            return Outcome(bad["status"], message, records=records, details=details)
+        return Outcome(OK, values={r: res["value"] for r, res in results.items()},
+                       pids={r: res["pid"] for r, res in results.items()}, records=records)
+
+    def _output(self, jobdir: Path) -> str:
+        parts = []
+        for name in ("stdout", "stderr"):
+            text = tail(jobdir / f"{name}.txt").strip()
+            if text:
+                parts.append(f"--- {name} of the graded run (last lines) ---\n{text}")
+        return "\n".join(parts)
+
+    def _crashed(self, jobdir: Path, i: int, code: int) -> Outcome:
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        who = "an MPI rank" if self.backend == "mpi" else "the process running it"
+        msg = (f"{self.spec['function']} did not return: {who} died ({how}) before sending "
+               "back a result")
+        return Outcome(CRASHED, msg, records=trace.read(jobdir / f"trace-{i}"),
+                       details=self._output(jobdir))
+
+    def _timed_out(self, jobdir: Path, i: int) -> Outcome:
+        stacks = read_stacks(jobdir, self.rt.target)
+        msg = f"{self.spec['function']} did not finish within {self.rt.timeout:g} s (timeout)"
+        if stacks:
+            msg += "; where each process was when it was stopped:\n" + stacks
+        return Outcome(TIMEOUT, msg, records=trace.read(jobdir / f"trace-{i}"),
+                       details=self._output(jobdir))
+
+
+def run_job(rt: Runtime, backend: str, module: str, function: str, cases: list[dict],
+            workers: int, **extra: Any) -> list[Outcome]:
+    """Run ``function`` of the target's ``module`` on every case; one Outcome per case."""
+    return Job(rt, backend, module, function, cases, workers, **extra).run()
+
+
+def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
+    """Run the target's ``module`` as a program under mpiexec; the value is its stdout."""
+    jobdir = Path(tempfile.mkdtemp(prefix=f"run-{module}-", dir=rt.workdir))
+    cmd = mpi_command(rt, ranks, ["-m", f"{rt.target.package}.{module}"])
+    env = child_env({"PYTHONPATH": os.pathsep.join([str(rt.target.directory.parent),
+                                                    child_env()["PYTHONPATH"]]),
+                     "MPIEXEC_TIMEOUT": str(int(rt.timeout + 30))})
+    # Unbuffered, print() writes the text and the newline separately and mpiexec may glue
+    # lines of different ranks together; buffered, each flushed line is one write.
+    env.pop("PYTHONUNBUFFERED")
+    child = proctree.Child(cmd, env, cwd=jobdir, outdir=jobdir)
+    code = child.wait(rt.timeout)
+    child.stop()
+    stdout = (jobdir / "stdout.txt").read_text(errors="replace")
+    shown = f"mpiexec -n {ranks} python -m {rt.target.package}.{module}"
+    if code is None:
+        return Outcome(TIMEOUT, f"`{shown}` did not finish within {rt.timeout:g} s",
+                       details=tail(jobdir / "stderr.txt"))
+    if code != 0:
+        err = tail(jobdir / "stderr.txt")
+        return Outcome(CRASHED, f"`{shown}` failed with exit code {code}", values={0: stdout},
+                       details=err)
+    return Outcome(OK, values={0: stdout})
+
+
+class Grading:
+    """The grader tests' entry point: runs jobs on any backend and caches their outcomes.
+
+    Tests that share a run (e.g. one test per matrix shape, all shapes run in one child per
+    worker count) ask for the same key and get the cached outcomes.
+    """
+
+    def __init__(self, rt: Runtime, cluster: SessionCluster):
+        self.rt, self.cluster = rt, cluster
+        self._cache: dict[tuple, list[Outcome]] = {}
+
+    def run(self, backend: str, module: str, function: str, cases: list[dict], workers: int,
+            key: tuple | None = None, **extra: Any) -> list[Outcome]:
+        """Outcomes of ``function`` on ``cases``; with ``key``, computed once per session."""
+        full_key = (backend, module, function, workers, key)
+        if key is not None and full_key in self._cache:
+            return self._cache[full_key]
+        if backend == "ipp":
+            try:
+                extra["connection_file"] = self.cluster.connection_file()
+            except RuntimeError as exc:
+                return [Outcome(CRASHED, str(exc)) for _ in cases]
+            self.cluster.reset()
+        outcomes = run_job(self.rt, backend, module, function, cases, workers, **extra)
+        if backend == "ipp" and any(o.status in (TIMEOUT, CRASHED) for o in outcomes):
+            self.cluster.needs_restart = True  # an engine may still be busy with the stuck task
+        if key is not None:
+            self._cache[full_key] = outcomes
+        return outcomes
+
+    def run_module(self, module: str, ranks: int) -> Outcome:
+        """The target's module run as a program under mpiexec (cached)."""
+        key = ("program", module, ranks)
+        if key not in self._cache:
+            if self.rt.mpi_error:
+                self._cache[key] = [Outcome(CRASHED, self.rt.mpi_error)]
+            else:
+                self._cache[key] = [run_module(self.rt, module, ranks)]
+        return self._cache[key][0]

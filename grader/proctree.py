@@ -1,0 +1,149 @@
+"""Child processes that can always be cleaned up: tagged, in their own session, killed as a tree.
+
+With MPICH every rank sits in a session of its own, so ``killpg`` on the launcher misses the
+ranks. Every process the grader starts therefore carries the environment variable ``TAG_VAR``
+(inherited by everything it starts in turn); on kill we take the union of the psutil process tree
+and every process carrying the tag, so that even a rank re-parented to init is found.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import psutil
+
+TAG_VAR = "PARAKIT_TAG"  # unique per started child: finds its whole tree
+OWNER_VAR = "PARAKIT_OWNER"  # pid of the grading process: finds orphans of a dead session
+_PYTHON_NAMES = ("python", "python3")
+
+
+def _environ(proc: psutil.Process) -> Mapping[str, str]:
+    try:
+        return proc.environ()
+    except (psutil.Error, OSError):
+        return {}
+
+
+def tagged(var: str, value: str) -> list[psutil.Process]:
+    """Every live process whose environment has ``var=value`` (ours only: same user)."""
+    me = os.getpid()
+    uid = os.getuid()
+    found = []
+    for proc in psutil.process_iter(["pid", "uids"]):
+        try:
+            if proc.pid == me or proc.info["uids"] is None or proc.info["uids"].real != uid:
+                continue
+        except (psutil.Error, KeyError):
+            continue
+        if _environ(proc).get(var) == value:
+            found.append(proc)
+    return found
+
+
+def _alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def terminate(procs: Iterable[psutil.Process], grace: float = 1.0) -> list[psutil.Process]:
+    """SIGTERM, a short wait, then SIGKILL for survivors; return those that had to be killed."""
+    procs = _alive(procs)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
+    return alive
+
+
+class Child:
+    """One graded child: started in a new session with its output in files, then waited for."""
+
+    def __init__(self, cmd: list[str], env: Mapping[str, str], cwd: str | os.PathLike,
+                 outdir: str | os.PathLike):
+        self.tag = uuid.uuid4().hex
+        self.outdir = Path(outdir)
+        self.stdout_path = self.outdir / "stdout.txt"
+        self.stderr_path = self.outdir / "stderr.txt"
+        env = {**env, TAG_VAR: self.tag, OWNER_VAR: str(os.getpid())}
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        self.started = time.monotonic()
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or ``None`` if the child is still running after ``timeout`` seconds."""
+        try:
+            return self.popen.wait(timeout=max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def tree(self) -> list[psutil.Process]:
+        """The child, its descendants, and any process carrying its tag."""
+        procs: dict[int, psutil.Process] = {}
+        try:
+            top = psutil.Process(self.popen.pid)
+            procs[top.pid] = top
+            for p in top.children(recursive=True):
+                procs[p.pid] = p
+        except psutil.Error:
+            pass
+        for p in tagged(TAG_VAR, self.tag):
+            procs.setdefault(p.pid, p)
+        return _alive(procs.values())
+
+    def dump_stacks(self, wait: float = 0.5) -> None:
+        """Ask every Python process of the tree to write its stack (see ``grader.child``)."""
+        for p in self.tree():
+            try:
+                if p.name().startswith(_PYTHON_NAMES) and any(
+                        self.outdir.glob(f"stack-{p.pid}.txt")):
+                    p.send_signal(signal.SIGUSR1)
+            except psutil.Error:
+                pass
+        time.sleep(wait)
+
+    def stop(self) -> list[psutil.Process]:
+        """Kill the whole tree (TERM, short wait, KILL); return processes that needed KILL."""
+        killed = terminate(self.tree())
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        return killed
+
+
+def sweep_orphans() -> list[psutil.Process]:
+    """Kill processes left by an earlier grading session whose owner has died."""
+    uid = os.getuid()
+    orphans = []
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.info["uids"] is None or proc.info["uids"].real != uid:
+                continue
+        except (psutil.Error, KeyError):
+            continue
+        owner = _environ(proc).get(OWNER_VAR)
+        if owner and owner.isdigit() and not psutil.pid_exists(int(owner)):
+            orphans.append(proc)
+    terminate(orphans)
+    return orphans

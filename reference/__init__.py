@@ -1,0 +1,1 @@
+"""Reference solutions (instructors only; not part of the student release)."""
