@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from grader.harness import Outcome
+from grader.harness import FINAL, Outcome
 from problems.trace import Record
 
 
@@ -20,8 +20,10 @@ def require_ok(outcome: Outcome, context: str) -> None:
     """Fail with the outcome's message (and details) unless the graded call returned."""
     if outcome.ok:
         return
+    if outcome.status in FINAL:  # a stub or a broken package: one line says it all
+        fail(outcome.message)
     message = f"{context}: {outcome.message}" if context else outcome.message
-    if outcome.details and outcome.status != "not_implemented":
+    if outcome.details:
         message += "\n" + outcome.details.rstrip()
     fail(message)
 

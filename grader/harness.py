@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 TIMEOUT, CRASHED = "timeout", "crashed"
 # Failures that will repeat identically for every later case: no point restarting for them.
-_FINAL = {NOT_IMPLEMENTED, MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR}
+FINAL = {NOT_IMPLEMENTED, MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR}
 KIT_ROOT = Path(__file__).resolve().parent.parent
 _POLL = 0.02
 _TAIL = 3000
@@ -217,7 +217,7 @@ class Job:
             outcomes.extend(self._run_child(first))
             last = outcomes[-1]
             rest = len(self.cases) - len(outcomes)
-            if last.status in _FINAL:  # the same for every case: do not restart
+            if last.status in FINAL:  # the same for every case: do not restart
                 outcomes.extend(Outcome(last.status, last.message, details=last.details)
                                 for _ in range(rest))
             elif last.status == TIMEOUT:  # a hang costs one timeout per job, not one per case
@@ -245,7 +245,7 @@ class Job:
                 outcomes.append(done)
                 deadline = time.monotonic() + self.rt.timeout
                 case_start = time.monotonic()
-                if not done.ok and (done.status in _FINAL or self.backend == "mpi"):
+                if not done.ok and (done.status in FINAL or self.backend == "mpi"):
                     break  # an MPI job aborts after a failed case; a final failure repeats
                 continue
             code = child.popen.poll()
@@ -280,7 +280,7 @@ class Job:
             bad = min(failed, key=lambda res: res["rank"])
             where = f" on rank {bad['rank']}" if self.backend == "mpi" and self.ranks > 1 else ""
             details = bad.get("traceback", "")
-            message = bad["message"] if bad["status"] in _FINAL else \
+            message = bad["message"] if bad["status"] in FINAL else \
                 f"{self.spec['function']} raised {bad['message']}{where}"
             return Outcome(bad["status"], message, records=records, details=details)
         return Outcome(OK, values={r: res["value"] for r, res in results.items()},
@@ -337,6 +337,9 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
                        details=tail(jobdir / "stderr.txt"))
     if code != 0:
         err = tail(jobdir / "stderr.txt")
+        stub = _stub_in_traceback(err, rt.target)
+        if stub:
+            return Outcome(NOT_IMPLEMENTED, f"not implemented yet: {stub}")
         return Outcome(CRASHED, f"`{shown}` failed with exit code {code}", values={0: stdout},
                        details=err)
     return Outcome(OK, values={0: stdout})
@@ -381,3 +384,17 @@ class Grading:
             else:
                 self._cache[key] = [run_module(self.rt, module, ranks)]
         return self._cache[key][0]
+
+
+def _stub_in_traceback(stderr: str, target: Target) -> str:
+    """``"student/hello.py greeting"`` when a program died of the stub's NotImplementedError."""
+    if "NotImplementedError" not in stderr:
+        return ""
+    frames = [m for m in map(_TB_FRAME.search, stderr.splitlines()) if m
+              and Path(m["file"]).resolve().is_relative_to(target.directory)]
+    if not frames:
+        return ""
+    return f"{_display_path(frames[-1]['file'], target)} {frames[-1]['func']}"
+
+
+_TB_FRAME = re.compile(r'File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)')

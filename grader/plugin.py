@@ -127,13 +127,11 @@ class Scoreboard:
 
     def render(self) -> list[str]:
         rows = self.totals()
-        width = max([len(e) for e in rows] + [8])
-        lines = [f"{'exercise':<{width}}  {'points':>13}"]
+        rows["total"] = (sum(g for g, _ in rows.values()), sum(p for _, p in rows.values()))
+        width = max(len(e) for e in rows)
+        lines = [f"{'exercise':<{width}}  {'points':>15}"]
         for exercise, (got, points) in rows.items():
             lines.append(f"{exercise:<{width}}  {got:>6g} / {points:<6g}")
-        got = sum(g for g, _ in rows.values())
-        total = sum(p for _, p in rows.values())
-        lines.append(f"{'total':<{width}}  {got:>6g} / {total:<6g}")
         return lines
 
 

@@ -1,0 +1,90 @@
+"""Shared helpers for the kit's own tests: run the grader in a subprocess, build submissions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+KIT = Path(__file__).resolve().parent.parent
+LEFTOVER_NAMES = ("mpiexec", "hydra_pmi_proxy", "ipengine", "ipcontroller")
+
+
+@dataclass
+class GraderRun:
+    returncode: int
+    output: str
+    results: dict[str, tuple[str, str]]  # test name -> (outcome, failure message)
+    seconds: float
+
+    def failed(self) -> dict[str, str]:
+        return {k: msg for k, (outcome, msg) in self.results.items() if outcome == "failed"}
+
+    def passed(self) -> list[str]:
+        return [k for k, (outcome, _) in self.results.items() if outcome == "passed"]
+
+
+def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
+    """``pytest grader ARGS`` in a subprocess, with its JUnit XML parsed."""
+    import time
+
+    xml = tmp_path / f"junit-{len(list(tmp_path.glob('junit-*')))}.xml"
+    cmd = [sys.executable, "-m", "pytest", "grader", "-p", "no:cacheprovider",
+           f"--junitxml={xml}", *args]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTEST_ADDOPTS": ""})
+    seconds = time.monotonic() - start
+    results = {}
+    if xml.exists():
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            name = case.get("name")
+            failure = case.find("failure")
+            error = case.find("error")
+            skipped = case.find("skipped")
+            if failure is not None or error is not None:
+                node = failure if failure is not None else error
+                results[name] = ("failed", node.get("message", "") + "\n" + (node.text or ""))
+            elif skipped is not None:
+                results[name] = ("skipped", skipped.get("message", ""))
+            else:
+                results[name] = ("passed", "")
+    return GraderRun(proc.returncode, proc.stdout + proc.stderr, results, seconds)
+
+
+def make_submission(tmp_path: Path, edits: dict[str, tuple[str, str] | None],
+                    name: str = "submission") -> Path:
+    """A copy of ``reference/`` with ``edits``: module -> (old, new) text, or None to delete."""
+    dest = tmp_path / name
+    shutil.copytree(KIT / "reference", dest, ignore=shutil.ignore_patterns("__pycache__"))
+    for module, edit in edits.items():
+        path = dest / f"{module}.py"
+        if edit is None:
+            path.unlink()
+            continue
+        old, new = edit
+        text = path.read_text()
+        assert old in text, f"edit of {module}.py does not apply: {old!r} not found"
+        path.write_text(text.replace(old, new, 1))
+    return dest
+
+
+def leftover_processes() -> list[str]:
+    """MPI or ipyparallel processes still running (none may outlive a grader run)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if any(n in (proc.info["name"] or "") for n in LEFTOVER_NAMES) or \
+                "grader.child" in cmd or "ipyparallel.engine" in cmd or \
+                "ipyparallel.controller" in cmd:
+            found.append(f"{proc.info['pid']} {cmd[:120]}")
+    return found
