@@ -17,6 +17,7 @@ import faulthandler
 import importlib
 import os
 import pickle
+import resource
 import signal
 import sys
 import time
@@ -27,7 +28,9 @@ from problems import trace
 
 # Statuses a result file can carry (the harness adds "crashed" and "timeout").
 OK, NOT_IMPLEMENTED, ERROR = "ok", "not_implemented", "error"
-MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR = "missing_module", "missing_function", "import_error"
+MISSING_MODULE, MISSING_FUNCTION = "missing_module", "missing_function"
+IMPORT_ERROR = "import_error"
+LIMIT, LEAKED = "limit", "leaked"  # a resource limit was hit; processes were left running
 _stack_files: list = []  # keep the faulthandler files open for the life of the process
 
 
@@ -41,18 +44,63 @@ def watch_stacks(jobdir: str, label: str) -> None:
     faulthandler.register(signal.SIGUSR1, file=file, all_threads=False)
 
 
+def apply_limits(job: dict) -> None:
+    """Memory (address space) and CPU-time limits for this process and all it starts."""
+    if job.get("memory_limit"):
+        resource.setrlimit(resource.RLIMIT_AS, (job["memory_limit"], job["memory_limit"]))
+    if job.get("cpu_limit"):
+        # SIGXCPU at the soft limit (reported as such), SIGKILL a little later
+        resource.setrlimit(resource.RLIMIT_CPU, (job["cpu_limit"], job["cpu_limit"] + 5))
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:g} MiB"
+
+
+def leftover_children(tagged: bool = False) -> list[str]:
+    """Processes this process started and left running ("pid cmdline"), ignoring
+    multiprocessing's own helpers. With ``tagged``, also orphans that carry this child's tag
+    (a process started by a pool worker outlives the worker); not for MPI, whose ranks share it.
+    """
+    import psutil
+
+    procs = {p.pid: p for p in psutil.Process().children(recursive=True)}
+    tag = os.environ.get("PARAKIT_TAG")  # grader.proctree.TAG_VAR
+    if tagged and tag:
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and proc.environ().get("PARAKIT_TAG") == tag:
+                    procs.setdefault(proc.pid, proc)
+            except psutil.Error:
+                continue
+    left = []
+    for proc in procs.values():
+        try:
+            cmd = " ".join(proc.cmdline())
+            if proc.status() == psutil.STATUS_ZOMBIE or "resource_tracker" in cmd \
+                    or "forkserver" in cmd:
+                continue
+        except psutil.Error:
+            continue
+        left.append(f"{proc.pid} {cmd[:80]}")
+    return left
+
+
 def _pool_worker_init(jobdir: str, trace_dir: str) -> None:
     watch_stacks(jobdir, f"pool worker {os.getpid()}")
     trace.set_directory(trace_dir)
 
 
-def _engine_setup(sys_path: list[str], trace_dir: str, modules: list[str]) -> int:
+def _engine_setup(sys_path: list[str], trace_dir: str, modules: list[str], jobdir: str,
+                  label: str) -> int:
     """Run on each ipyparallel engine before a case: graded package importable, tracing on.
 
     Self-contained (imports inside): run as ``python -m grader.child``, this module is
     ``__main__``, and ipyparallel then ships the function by value without its globals.
     """
+    import faulthandler as _faulthandler
     import os as _os
+    import signal as _signal
     import sys as _sys
 
     from problems import trace as _trace
@@ -63,6 +111,15 @@ def _engine_setup(sys_path: list[str], trace_dir: str, modules: list[str]) -> in
     for name in modules:  # import the graded module fresh, as it is on disk now
         _sys.modules.pop(name, None)
     _trace.set_directory(trace_dir)
+    # Stack dumps on SIGUSR1, as in every graded process (see watch_stacks).
+    path = _os.path.join(jobdir, f"stack-{_os.getpid()}.txt")
+    if getattr(_sys, "_parakit_stack_path", None) != path:
+        file = open(path, "w")  # noqa: SIM115
+        file.write(f"{label}\n")
+        file.flush()
+        _sys._parakit_stack_file = file  # keep it open
+        _sys._parakit_stack_path = path
+        _faulthandler.register(_signal.SIGUSR1, file=file, all_threads=False)
     return _os.getpid()
 
 
@@ -86,7 +143,8 @@ def load_function(job: dict):
         return None, {"status": IMPORT_ERROR, "message": msg, "traceback": _tb(exc)}
     func = getattr(module, job["function"], None)
     if not callable(func):
-        return None, {"status": MISSING_FUNCTION, "message": f"{where} has no function {job['function']}"}
+        message = f"{where} has no function {job['function']}"
+        return None, {"status": MISSING_FUNCTION, "message": message}
     return func, None
 
 
@@ -99,8 +157,18 @@ def _tb(exc: BaseException) -> str:
 
 def _failure(job: dict, exc: BaseException) -> dict:
     if isinstance(exc, NotImplementedError):
-        return {"status": NOT_IMPLEMENTED, "message": f"not implemented yet: {_where(job)} {job['function']}"}
+        message = f"not implemented yet: {_where(job)} {job['function']}"
+        return {"status": NOT_IMPLEMENTED, "message": message}
+    if isinstance(exc, MemoryError) and job.get("memory_limit"):
+        return {"status": LIMIT, "message": f"exceeded the memory limit of "
+                f"{_size(job['memory_limit'])} per process ({type(exc).__name__}: {exc})",
+                "traceback": _tb(exc)}
     return {"status": ERROR, "message": f"{type(exc).__name__}: {exc}", "traceback": _tb(exc)}
+
+
+def _leaked(left: list[str]) -> dict:
+    return {"status": LEAKED, "message": f"left {len(left)} process(es) running after it "
+            f"returned ({'; '.join(left[:3])}): join or terminate every process you start"}
 
 
 def write_result(jobdir: str, case: int, rank: int, result: dict) -> None:
@@ -147,6 +215,10 @@ def run_mpi(job: dict, jobdir: str) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             world.Abort(3)
+        left = leftover_children()
+        if left:
+            write_result(jobdir, i, rank, _leaked(left))
+            world.Abort(3)
         write_result(jobdir, i, rank, {"status": OK, "value": value,
                                        "seconds": time.perf_counter() - start})
         comm.Free()
@@ -165,11 +237,15 @@ def run_pool(job: dict, jobdir: str) -> None:
         start = time.perf_counter()
         try:
             # A fresh pool per case; leaving the with-block terminates its workers.
-            with multiprocessing.Pool(job["workers"], _pool_worker_init, (jobdir, trace_dir)) as pool:
+            init = (jobdir, trace_dir)
+            with multiprocessing.Pool(job["workers"], _pool_worker_init, init) as pool:
                 value = func(*case["args"], pool)
             result = {"status": OK, "value": value, "seconds": time.perf_counter() - start}
         except BaseException as exc:  # noqa: BLE001
             result = _failure(job, exc)
+        left = leftover_children(tagged=True)
+        if left:
+            result = _leaked(left)
         write_result(jobdir, i, 0, result)
 
 
@@ -184,13 +260,22 @@ def run_ipp(job: dict, jobdir: str) -> None:
         return
     client = ipp.Client(job["connection_file"], timeout=job["connect_timeout"])
     try:
-        client.wait_for_engines(job["workers"], timeout=job["connect_timeout"])
+        try:
+            client.wait_for_engines(job["workers"], timeout=job["connect_timeout"])
+        except TimeoutError:
+            message = (f"the ipyparallel cluster has {len(client.ids)} engines, {job['workers']} "
+                       "are needed: start more (ipcluster start -n N) or lower --workers")
+            for i in range(len(job["cases"])):
+                write_result(jobdir, i, 0, {"status": ERROR, "message": message})
+            return
         targets = sorted(client.ids)[: job["workers"]]
         modules = [f"{job['package']}.{job['module']}", job["package"]]
         sys_path = [str(Path(job["target_dir"]).parent)]
         for i, case in enumerate(job["cases"]):
             trace_dir = str(Path(jobdir, f"trace-{i}"))
-            client[targets].apply_sync(_engine_setup, sys_path, trace_dir, modules)
+            for t in targets:
+                client[t].apply_sync(_engine_setup, sys_path, trace_dir, modules, jobdir,
+                                     f"engine {t}")
             view = (client.load_balanced_view(targets) if job.get("view") == "balanced"
                     else client[targets])
             start = time.perf_counter()
@@ -206,6 +291,7 @@ def run_ipp(job: dict, jobdir: str) -> None:
 
 def main(jobdir: str) -> None:
     job = pickle.loads(Path(jobdir, "job.pkl").read_bytes())
+    apply_limits(job)
     {"mpi": run_mpi, "pool": run_pool, "ipp": run_ipp}[job["backend"]](job, jobdir)
 
 

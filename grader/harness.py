@@ -14,6 +14,7 @@ import pickle
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader import proctree
-from grader.child import IMPORT_ERROR, MISSING_FUNCTION, MISSING_MODULE, NOT_IMPLEMENTED, OK
+from grader.child import (
+    IMPORT_ERROR,
+    LEAKED,
+    LIMIT,
+    MISSING_FUNCTION,
+    MISSING_MODULE,
+    NOT_IMPLEMENTED,
+    OK,
+)
 from problems import trace
 
 if TYPE_CHECKING:
@@ -34,7 +43,6 @@ TIMEOUT, CRASHED = "timeout", "crashed"
 FINAL = {NOT_IMPLEMENTED, MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR}
 KIT_ROOT = Path(__file__).resolve().parent.parent
 _POLL = 0.02
-_TAIL = 3000
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,16 @@ class Runtime:
     workdir: Path  # where job directories go
     connect_timeout: float = 60.0
     mpi_error: str = ""  # why MPI cannot run here (no mpiexec), if it cannot
+    limits: Limits = field(default_factory=lambda: Limits())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of every graded process (0: no limit)."""
+
+    memory: int = 2 << 30  # bytes of address space per process (RLIMIT_AS)
+    cpu: int = 300  # CPU seconds per process (RLIMIT_CPU)
+    output: int = 1 << 20  # bytes of stdout and of stderr kept per child
 
 
 @dataclass
@@ -137,19 +155,6 @@ def mpi_command(rt: Runtime, ranks: int, module_args: list[str]) -> list[str]:
     return [*rt.mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", *module_args]
 
 
-def tail(path: Path, limit: int = _TAIL) -> str:
-    """The last ``limit`` characters of a file, marked when cut."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return ("[... earlier output cut ...]\n" + text) if size > limit else text
-
-
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
 
 
@@ -198,7 +203,8 @@ class Job:
         self.spec = {"backend": backend, "module": module, "function": function,
                      "workers": workers, "target_dir": str(rt.target.directory),
                      "package": rt.target.package, "display": rt.target.display,
-                     "connect_timeout": rt.connect_timeout, **extra}
+                     "connect_timeout": rt.connect_timeout,
+                     "memory_limit": rt.limits.memory, "cpu_limit": rt.limits.cpu, **extra}
         self.cases = cases
         self.ranks = workers if backend == "mpi" else 1
 
@@ -234,7 +240,8 @@ class Job:
             (jobdir / f"trace-{i}").mkdir()
         (jobdir / "job.pkl").write_bytes(pickle.dumps({**self.spec, "cases": cases}))
         env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30))})
-        child = proctree.Child(self.command(jobdir), env, cwd=jobdir, outdir=jobdir)
+        child = proctree.Child(self.command(jobdir), env, cwd=jobdir, outdir=jobdir,
+                               output_limit=self.rt.limits.output)
         outcomes: list[Outcome] = []
         deadline = time.monotonic() + self.rt.timeout
         case_start = time.monotonic()
@@ -250,15 +257,20 @@ class Job:
                 continue
             code = child.popen.poll()
             if code is not None:
-                done = self._collect(jobdir, len(outcomes)) or self._crashed(jobdir, len(outcomes), code)
+                child.stop()  # let the output capture finish before reading it
+                done = self._collect(jobdir, len(outcomes)) or \
+                    self._crashed(child, jobdir, len(outcomes), code)
                 outcomes.append(done)
                 break
             if time.monotonic() > deadline:
                 child.dump_stacks()
-                outcomes.append(self._timed_out(jobdir, len(outcomes)))
+                outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
                 break
             time.sleep(_POLL)
         child.stop()
+        note = child.note_truncation()
+        if note and outcomes:
+            outcomes[-1].details = (outcomes[-1].details + "\n" + note).strip()
         return outcomes
 
     def _collect(self, jobdir: Path, i: int) -> Outcome | None:
@@ -280,35 +292,67 @@ class Job:
             bad = min(failed, key=lambda res: res["rank"])
             where = f" on rank {bad['rank']}" if self.backend == "mpi" and self.ranks > 1 else ""
             details = bad.get("traceback", "")
-            message = bad["message"] if bad["status"] in FINAL else \
-                f"{self.spec['function']} raised {bad['message']}{where}"
+            if bad["status"] in FINAL:
+                message = bad["message"]
+            elif bad["status"] in (LIMIT, LEAKED):
+                message = f"{self.spec['function']}{where} {bad['message']}"
+            else:
+                message = f"{self.spec['function']} raised {bad['message']}{where}"
             return Outcome(bad["status"], message, records=records, details=details)
         return Outcome(OK, values={r: res["value"] for r, res in results.items()},
                        pids={r: res["pid"] for r, res in results.items()}, records=records)
 
-    def _output(self, jobdir: Path) -> str:
-        parts = []
-        for name in ("stdout", "stderr"):
-            text = tail(jobdir / f"{name}.txt").strip()
-            if text:
-                parts.append(f"--- {name} of the graded run (last lines) ---\n{text}")
-        return "\n".join(parts)
-
-    def _crashed(self, jobdir: Path, i: int, code: int) -> Outcome:
-        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        who = "an MPI rank" if self.backend == "mpi" else "the process running it"
-        msg = (f"{self.spec['function']} did not return: {who} died ({how}) before sending "
-               "back a result")
+    def _crashed(self, child: proctree.Child, jobdir: Path, i: int, code: int) -> Outcome:
+        stderr = child.output("stderr")
+        msg = f"{self.spec['function']} did not return: {describe_death(code, stderr, self)}"
         return Outcome(CRASHED, msg, records=trace.read(jobdir / f"trace-{i}"),
-                       details=self._output(jobdir))
+                       details=_output_section(child))
 
-    def _timed_out(self, jobdir: Path, i: int) -> Outcome:
+    def _timed_out(self, child: proctree.Child, jobdir: Path, i: int) -> Outcome:
         stacks = read_stacks(jobdir, self.rt.target)
         msg = f"{self.spec['function']} did not finish within {self.rt.timeout:g} s (timeout)"
         if stacks:
             msg += "; where each process was when it was stopped:\n" + stacks
         return Outcome(TIMEOUT, msg, records=trace.read(jobdir / f"trace-{i}"),
-                       details=self._output(jobdir))
+                       details=_output_section(child))
+
+
+def _output_section(child: proctree.Child) -> str:
+    parts = []
+    for name in ("stdout", "stderr"):
+        text = child.output(name).strip()
+        if text:
+            parts.append(f"--- {name} of the graded run (last lines) ---\n{text}")
+    return "\n".join(parts)
+
+
+_SIGNALS = {signal.SIGSEGV: "a segmentation fault", signal.SIGKILL: "SIGKILL",
+            signal.SIGXCPU: "the CPU time limit", signal.SIGABRT: "an abort (SIGABRT)",
+            signal.SIGBUS: "a bus error"}
+_HYDRA_DEATH = re.compile(r"RANK (?P<rank>\d+) PID \d+ RUNNING AT \S+\s*\n=\s+"
+                          r"(?:KILLED BY SIGNAL: (?P<signal>\d+)|EXIT STATUS: (?P<status>\d+))")
+
+
+def describe_death(code: int, stderr: str, job: Job) -> str:
+    """Why a child ended without results, in a student's words."""
+    cpu = job.rt.limits.cpu
+    m = _HYDRA_DEATH.search(stderr)
+    if m and m["signal"]:
+        sig = int(m["signal"])
+        if sig == signal.SIGXCPU:
+            return f"rank {m['rank']} exceeded the CPU time limit of {cpu} s"
+        return f"rank {m['rank']} was killed by {_SIGNALS.get(sig, f'signal {sig}')}"
+    if m and m["status"]:
+        return (f"rank {m['rank']} exited (status {m['status']}) without returning, e.g. "
+                "sys.exit, os._exit or MPI_Abort")
+    if "MPI_Abort" in stderr or "application called MPI_Abort" in stderr:
+        return "a rank called MPI_Abort"
+    if code < 0 and -code == signal.SIGXCPU:
+        return f"the process exceeded the CPU time limit of {cpu} s"
+    if code < 0:
+        return f"the process was killed by {_SIGNALS.get(-code, f'signal {-code}')}"
+    who = "an MPI rank" if job.backend == "mpi" else "the process running it"
+    return f"{who} exited (exit code {code}) before sending back a result"
 
 
 def run_job(rt: Runtime, backend: str, module: str, function: str, cases: list[dict],
@@ -327,16 +371,16 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
     # Unbuffered, print() writes the text and the newline separately and mpiexec may glue
     # lines of different ranks together; buffered, each flushed line is one write.
     env.pop("PYTHONUNBUFFERED")
-    child = proctree.Child(cmd, env, cwd=jobdir, outdir=jobdir)
+    child = proctree.Child(cmd, env, cwd=jobdir, outdir=jobdir, output_limit=rt.limits.output)
     code = child.wait(rt.timeout)
     child.stop()
     stdout = (jobdir / "stdout.txt").read_text(errors="replace")
     shown = f"mpiexec -n {ranks} python -m {rt.target.package}.{module}"
     if code is None:
         return Outcome(TIMEOUT, f"`{shown}` did not finish within {rt.timeout:g} s",
-                       details=tail(jobdir / "stderr.txt"))
+                       details=child.output("stderr"))
     if code != 0:
-        err = tail(jobdir / "stderr.txt")
+        err = child.output("stderr")
         stub = _stub_in_traceback(err, rt.target)
         if stub:
             return Outcome(NOT_IMPLEMENTED, f"not implemented yet: {stub}")

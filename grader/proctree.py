@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -75,20 +76,68 @@ def terminate(procs: Iterable[psutil.Process], grace: float = 1.0) -> list[psuti
     return alive
 
 
+class _Capture(threading.Thread):
+    """Copy a pipe to a file, up to ``limit`` bytes; beyond that, count and keep only the tail.
+
+    A submission that prints 100 MB therefore costs the grader a counter, not its disk, and the
+    failure message can still show the last lines.
+    """
+
+    def __init__(self, pipe, path: Path, limit: int, tail: int = 4096):
+        super().__init__(daemon=True)
+        self.pipe, self.path, self.limit, self.tail_size = pipe, path, limit, tail
+        self.total = 0
+        self.tail = b""
+        self.start()
+
+    def run(self) -> None:
+        with open(self.path, "wb") as out:
+            for chunk in iter(lambda: self.pipe.read1(1 << 16), b""):
+                if self.total < self.limit:
+                    out.write(chunk[: self.limit - self.total])
+                    out.flush()
+                self.total += len(chunk)
+                self.tail = (self.tail + chunk)[-self.tail_size:]
+        self.pipe.close()
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.limit
+
+
 class Child:
-    """One graded child: started in a new session with its output in files, then waited for."""
+    """One graded child: started in a new session with its output captured, then waited for."""
 
     def __init__(self, cmd: list[str], env: Mapping[str, str], cwd: str | os.PathLike,
-                 outdir: str | os.PathLike):
+                 outdir: str | os.PathLike, output_limit: int = 1 << 20):
         self.tag = uuid.uuid4().hex
         self.outdir = Path(outdir)
-        self.stdout_path = self.outdir / "stdout.txt"
-        self.stderr_path = self.outdir / "stderr.txt"
         env = {**env, TAG_VAR: self.tag, OWNER_VAR: str(os.getpid())}
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        self.popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        self.captures = {name: _Capture(pipe, self.outdir / f"{name}.txt", output_limit)
+                         for name, pipe in (("stdout", self.popen.stdout),
+                                            ("stderr", self.popen.stderr))}
         self.started = time.monotonic()
+
+    def output(self, name: str) -> str:
+        """The end of the child's stdout or stderr (what a failure message shows)."""
+        cap = self.captures[name]
+        text = cap.tail.decode(errors="replace")
+        if cap.total > len(cap.tail):
+            text = "[... earlier output cut ...]\n" + text
+        return text
+
+    def note_truncation(self) -> str:
+        """A sentence about output that went over the limit, or ''."""
+        over = [f"{name} ({cap.total / 2**20:.1f} MiB)" for name, cap in self.captures.items()
+                if cap.truncated]
+        if not over:
+            return ""
+        limit = next(iter(self.captures.values())).limit
+        return (f"the graded code wrote more output than the limit of {limit / 2**20:g} MiB: "
+                f"{', '.join(over)}; only the first part was kept")
 
     def wait(self, timeout: float) -> int | None:
         """The exit code, or ``None`` if the child is still running after ``timeout`` seconds."""
@@ -112,13 +161,19 @@ class Child:
         return _alive(procs.values())
 
     def dump_stacks(self, wait: float = 0.5) -> None:
-        """Ask every Python process of the tree to write its stack (see ``grader.child``)."""
-        for p in self.tree():
+        """Ask every process that registered a stack file in ``outdir`` to write its stack.
+
+        That is each MPI rank, pool worker and ipyparallel engine of the job (see
+        ``grader.child.watch_stacks``); only they have a handler, so only they are signalled.
+        """
+        uid = os.getuid()
+        for path in self.outdir.glob("stack-*.txt"):
+            pid = int(path.stem.removeprefix("stack-"))
             try:
-                if p.name().startswith(_PYTHON_NAMES) and any(
-                        self.outdir.glob(f"stack-{p.pid}.txt")):
-                    p.send_signal(signal.SIGUSR1)
-            except psutil.Error:
+                proc = psutil.Process(pid)
+                if proc.uids().real == uid and proc.name().startswith(_PYTHON_NAMES):
+                    proc.send_signal(signal.SIGUSR1)
+            except (psutil.Error, ValueError):
                 pass
         time.sleep(wait)
 
@@ -129,6 +184,8 @@ class Child:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        for cap in self.captures.values():
+            cap.join(timeout=5)
         return killed
 
 

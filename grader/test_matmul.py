@@ -7,7 +7,6 @@ All shapes of one backend and process count run in one child (``Grading`` caches
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from grader.checks import fail, require_array, require_ok, work_by_pid

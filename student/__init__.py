@@ -1,1 +1,1 @@
-"""Your solutions: fill in every function that raises NotImplementedError, then run `pytest grader`."""
+"""Your solutions: fill in every function that raises NotImplementedError; then `pytest grader`."""

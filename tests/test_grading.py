@@ -71,3 +71,37 @@ def test_bad_option_names_the_option(tmp_path):
     assert "--target" in run.output and "no such directory" in run.output
     run = run_grader(tmp_path, "--workers", "zero")
     assert run.returncode == 4 and "--workers='zero': expected a number" in run.output
+
+
+def test_grades_on_a_cluster_the_user_started(tmp_path):
+    """--ipp-connect uses `ipcluster start -n X` and leaves that cluster running."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from grader import proctree
+
+    profile = tmp_path / "profile_user"
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
+    cluster = subprocess.Popen([sys.executable, "-m", "ipyparallel.cluster", "start", "-n", "2",
+                                f"--profile-dir={profile}"], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        connection = profile / "security" / "ipcontroller-client.json"
+        deadline = time.monotonic() + 60
+        while not connection.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert connection.exists(), "ipcluster did not write its connection file"
+        run = run_grader(tmp_path, "--target", "reference", "--workers", "2",
+                         "--ipp-connect", str(connection), "-k", "matmul and ipp")
+        assert run.returncode == 0, run.output[-3000:]
+        assert len(run.passed()) == 6
+        assert cluster.poll() is None, "the grader must not stop a cluster it did not start"
+    finally:
+        import psutil
+
+        procs = [psutil.Process(cluster.pid), *psutil.Process(cluster.pid).children(True)] \
+            if psutil.pid_exists(cluster.pid) else []
+        proctree.terminate(procs)
+    assert leftover_processes() == []

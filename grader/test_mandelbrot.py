@@ -1,0 +1,440 @@
+"""Exercise 3: Mandelbrot, chunked and balanced, on three backends, and the imbalance analysis.
+
+Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on):
+
+- ``test_mandelbrot``: the image equals the serial image exactly, on every spec, at every
+  worker count;
+- ``test_mandelbrot_trace``: from the work trace, every row ran exactly once, in worker
+  processes; a chunked version gave each worker one contiguous ``array_split`` block;
+- ``test_mandelbrot_balance`` (balanced only): on ``GRADING``, at P=3 and P=4, the median over
+  ``REPEATS`` runs of ``R = max/mean`` of per-worker work (recomputed from the serial iteration
+  counts of the rows each worker ran) is at most ``R_MAX``; contiguous row blocks give 1.70 and
+  1.57 there. See docs/mandelbrot.md for the measured distributions behind these numbers.
+
+All specs and repeats of one function and worker count run in one child (``Grading`` caches it).
+The analysis functions are plain functions; they run in a child of their own too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grader.checks import _ranges, fail, require_ok
+from grader.harness import Job, Outcome
+from problems.mandelbrot import (
+    GRADING,
+    PIXEL_CONSTANT,
+    Spec,
+    block_rows,
+    chunk_costs,
+    imbalance,
+    row_work,
+    serial_image,
+)
+
+KERNEL = "mandelbrot.compute_rows"
+SCHEMES = [(b, s) for b in ("mpi", "ipp", "pool") for s in ("chunked", "balanced")]
+IDS = [f"{b}-{s}" for b, s in SCHEMES]
+SPECS = {
+    "default": Spec(),  # the course's plotter; also GRADING
+    "odd": Spec(x1=-1.6, x2=0.6, y1=-1.1, y2=0.9, w=64, h=37, maxit=80),  # 37: prime
+    "tiny": Spec(x1=-1.0, x2=0.5, y1=-0.5, y2=0.5, w=7, h=2, maxit=30),  # fewer rows than workers
+}
+assert GRADING == SPECS["default"]
+BALANCE_COUNTS = (3, 4)  # never P=2: the viewport's symmetry balances two blocks by accident
+REPEATS = 5  # balanced runs per worker count on GRADING; the verdict is on their median
+R_MAX = 1.30  # median R a balanced version must reach (row blocks: 1.70 at P=3, 1.57 at P=4)
+
+
+def _cases(workers: int) -> tuple[list[str], list[dict]]:
+    """Case names and cases of one child: every spec, plus balance repeats at P=3, 4."""
+    names = list(SPECS)
+    if workers in BALANCE_COUNTS:
+        names += [f"repeat-{i}" for i in range(1, REPEATS)]  # "default" is the first repeat
+    specs = [SPECS.get(name, GRADING) for name in names]
+    return names, [{"args": (spec,), "everywhere": True} for spec in specs]
+
+
+def _outcomes(grading, backend: str, scheme: str, workers: int) -> dict[str, Outcome]:
+    names, cases = _cases(workers)
+    extra = {"view": "balanced"} if backend == "ipp" and scheme == "balanced" else {}
+    outcomes = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}", cases,
+                           workers, key="specs", **extra)
+    return dict(zip(names, outcomes, strict=True))
+
+
+def _context(backend: str, scheme: str, workers: int, name: str, spec: Spec) -> str:
+    return (f"mandelbrot_{backend}_{scheme} with {workers} workers on the {name} spec "
+            f"({spec.w}x{spec.h})")
+
+
+# -- what the trace says -----------------------------------------------------------------------
+
+def rows_by_pid(outcome: Outcome) -> dict[int, list[int]]:
+    """The rows each process computed through compute_rows, in the order it computed them."""
+    rows: dict[int, list[int]] = defaultdict(list)
+    for r in outcome.records:
+        if r.kernel == KERNEL:
+            rows[r.pid].extend(int(k) for k in r.task)
+    return dict(rows)
+
+
+def expected_workers(outcome: Outcome, backend: str, scheme: str, workers: int) -> tuple[
+        list[int], int, set[int]]:
+    """(pids known to be workers, how many workers there must be, pids that must not compute).
+
+    Pool workers and engines are known only by the pids in the trace; MPI ranks by pid.
+    """
+    if backend == "mpi":
+        ranks = [outcome.pids[r] for r in sorted(outcome.pids)]
+        if scheme == "balanced" and workers >= 2:
+            return ranks[1:], workers - 1, {ranks[0]}  # rank 0 is the master
+        return ranks, workers, set()
+    client = outcome.pids.get(0)
+    pids = [p for p in rows_by_pid(outcome) if p != client]
+    return pids, workers, {client}
+
+
+def worker_work(outcome: Outcome, backend: str, scheme: str, workers: int,
+                spec: Spec = GRADING) -> list[float]:
+    """Work of each of the expected workers (0 for a worker that ran nothing), from row_work."""
+    work_of_row = row_work(spec)
+    ran = rows_by_pid(outcome)
+    pids, count, _ = expected_workers(outcome, backend, scheme, workers)
+    work = [float(work_of_row[ran.get(p, [])].sum()) for p in pids]
+    return work + [0.0] * max(0, count - len(work))
+
+
+def finish_ratio(outcome: Outcome) -> float:
+    """R_finish: max/mean over processes of the time their last row finished (from the start)."""
+    records = [r for r in outcome.records if r.kernel == KERNEL]
+    if not records:
+        return float("nan")
+    t0 = min(r.start for r in records)
+    ends: dict[int, float] = defaultdict(float)
+    for r in records:
+        ends[r.pid] = max(ends[r.pid], r.end - t0)
+    return imbalance(list(ends.values()))
+
+
+def _describe(ran: dict[int, list[int]], work_of_row: np.ndarray, labels: dict[int, str]) -> str:
+    lines = []
+    for pid, rows in ran.items():
+        label = labels.get(pid, f"pid {pid}")
+        lines.append(f"  {label}: rows {_ranges(sorted(rows))} "
+                     f"(work {int(work_of_row[rows].sum())})")
+    return "\n".join(lines)
+
+
+def _labels(outcome: Outcome, backend: str) -> dict[int, str]:
+    if backend == "mpi":
+        return {pid: f"rank {r} (pid {pid})" for r, pid in outcome.pids.items()}
+    return {outcome.pids.get(0): f"the calling process (pid {outcome.pids.get(0)})"}
+
+
+def check_trace(outcome: Outcome, backend: str, scheme: str, workers: int, spec: Spec,
+                context: str) -> None:
+    """Rows once each, in workers; chunked: one contiguous array_split block per worker."""
+    ran = rows_by_pid(outcome)
+    work_of_row = row_work(spec)
+    labels = _labels(outcome, backend)
+    if not ran:
+        fail(f"{context}: no row went through problems.mandelbrot.compute_rows(spec, rows); "
+             "compute every row with it so the grader can see where the work ran")
+    counts = Counter(k for rows in ran.values() for k in rows)
+    missing = [k for k in range(spec.h) if counts[k] == 0]
+    twice = sorted(k for k, n in counts.items() if n > 1)
+    alien = sorted(k for k in counts if not 0 <= k < spec.h)
+    who = "\n" + _describe(ran, work_of_row, labels)
+    if alien:
+        fail(f"{context}: compute_rows was called for rows {alien[:10]} outside 0..{spec.h - 1}")
+    if missing or twice:
+        parts = ([f"rows {_ranges(missing)} never ran"] if missing else []) + \
+                ([f"rows {_ranges(twice)} ran more than once"] if twice else [])
+        fail(f"{context}: {' and '.join(parts)}; every row must be computed exactly once. "
+             f"Rows per process:{who}")
+    _, _, forbidden = expected_workers(outcome, backend, scheme, workers)
+    for pid in forbidden:
+        if ran.get(pid):
+            where = ("rank 0, the master: it must only hand out rows and collect them"
+                     if backend == "mpi" else
+                     "the calling process: rows must run in the "
+                     + ("engines" if backend == "ipp" else "pool workers"))
+            fail(f"{context}: {len(ran[pid])} rows ran on {where}. Rows per process:{who}")
+    if scheme == "chunked":
+        _check_blocks(outcome, backend, workers, spec, ran, context, who)
+
+
+def _check_blocks(outcome: Outcome, backend: str, workers: int, spec: Spec,
+                  ran: dict[int, list[int]], context: str, who: str) -> None:
+    blocks = [b for b in block_rows(spec.h, workers) if b]
+    block_of = {k: i for i, b in enumerate(blocks) for k in b}
+    shown = ", ".join(f"{b[0]}-{b[-1]}" if len(b) > 1 else f"{b[0]}" for b in blocks)
+    rule = (f"with {workers} workers the blocks are rows {shown} "
+            f"(numpy.array_split(range({spec.h}), {workers}))")
+    for r in outcome.records:
+        if r.kernel == KERNEL and len({block_of[int(k)] for k in r.task}) > 1:
+            fail(f"{context}: one compute_rows call took rows {_ranges(sorted(r.task))}, which "
+                 f"span several blocks; chunked means one contiguous block per worker: {rule}. "
+                 f"Rows per process:{who}")
+    for i, block in enumerate(blocks):
+        owners = [pid for pid, rows in ran.items() if set(block) & set(rows)]
+        if len(owners) > 1:
+            fail(f"{context}: block {i} (rows {block[0]}-{block[-1]}) was split over "
+                 f"{len(owners)} processes; chunked means one contiguous block per worker: "
+                 f"{rule}. Rows per process:{who}")
+    if backend == "pool":  # which worker takes which task is the pool's choice
+        return
+    for rows in ran.values():
+        mine = sorted({block_of[k] for k in rows})
+        if len(mine) > 1:
+            fail(f"{context}: one process ran {len(mine)} blocks; each worker must run exactly "
+                 f"one: {rule}. Rows per process:{who}")
+
+
+# -- parallel versions ----------------------------------------------------------------------
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize(("backend", "scheme"), SCHEMES, ids=IDS)
+def test_mandelbrot(grading, settings, backend, scheme):
+    """The image equals the serial image exactly, on every spec, at every worker count."""
+    for workers in settings.worker_counts:
+        outcomes = _outcomes(grading, backend, scheme, workers)
+        for name, spec in SPECS.items():
+            context = _context(backend, scheme, workers, name, spec)
+            outcome = outcomes[name]
+            require_ok(outcome, context)
+            _require_image(outcome.value, serial_image(spec), context)
+
+
+def _require_image(value, expected: np.ndarray, context: str) -> None:
+    if value is None:
+        fail(f"{context}: returned None; return the {expected.shape[0]}x{expected.shape[1]} "
+             "image on rank 0 / in the calling process")
+    value = np.asarray(value)
+    if value.shape != expected.shape:
+        fail(f"{context}: the image has shape {value.shape}, expected {expected.shape} (h, w)")
+    if not np.issubdtype(value.dtype, np.integer):
+        if not np.array_equal(value, np.round(value)):
+            fail(f"{context}: the image has dtype {value.dtype} with non-integer entries; "
+                 "expected the integer iteration counts from compute_rows")
+    bad = np.flatnonzero((value != expected).any(axis=1))
+    if len(bad):
+        fail(f"{context}: {len(bad)} of {expected.shape[0]} rows differ from the serial image "
+             f"(rows {_ranges(bad)}); is each row's result stored at its own row index?")
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize(("backend", "scheme"), SCHEMES, ids=IDS)
+def test_mandelbrot_trace(grading, settings, backend, scheme):
+    """From the trace: every row once, in worker processes; chunked: one block per worker."""
+    for workers in settings.worker_counts:
+        outcomes = _outcomes(grading, backend, scheme, workers)
+        for name, spec in SPECS.items():
+            context = _context(backend, scheme, workers, name, spec)
+            require_ok(outcomes[name], context)
+            check_trace(outcomes[name], backend, scheme, workers, spec, context)
+
+
+@pytest.mark.points(3)
+@pytest.mark.parametrize(("backend", "scheme"), [s for s in SCHEMES if s[1] == "balanced"],
+                         ids=[i for i in IDS if i.endswith("balanced")])
+def test_mandelbrot_balance(grading, settings, backend, scheme):
+    """Balanced beats row blocks: median R over the repeats <= R_MAX at P=3 and P=4."""
+    counts = [n for n in BALANCE_COUNTS if n in settings.worker_counts]
+    if not counts:
+        pytest.skip(f"balance is graded at {BALANCE_COUNTS} workers; run with --workers 4")
+    for workers in counts:
+        outcomes = _outcomes(grading, backend, scheme, workers)
+        names = ["default"] + [n for n in outcomes if n.startswith("repeat-")]
+        context = f"mandelbrot_{backend}_{scheme} with {workers} workers on the default spec"
+        ratios, finish = [], []
+        for name in names:
+            require_ok(outcomes[name], context)
+            check_trace(outcomes[name], backend, scheme, workers, GRADING, context)
+            ratios.append(imbalance(worker_work(outcomes[name], backend, scheme, workers)))
+            finish.append(finish_ratio(outcomes[name]))
+        median = statistics.median(ratios)
+        if median > R_MAX:
+            blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], workers))
+            worst = names[int(np.argmax(ratios))]
+            ran = rows_by_pid(outcomes[worst])
+            fail(f"{context}: load imbalance R = max/mean of per-worker work is "
+                 f"{', '.join(f'{r:.2f}' for r in ratios)} over {len(ratios)} runs, median "
+                 f"{median:.2f}; a balanced version must reach a median of at most {R_MAX} "
+                 f"(one contiguous block per worker gives {blocks:.2f}). Work = iterations + "
+                 f"{PIXEL_CONSTANT} per pixel. R_finish (max/mean of per-worker finish times): "
+                 f"{', '.join(f'{r:.2f}' for r in finish)}. Rows per process in the run with "
+                 f"R = {max(ratios):.2f}:\n"
+                 + _describe(ran, row_work(GRADING), _labels(outcomes[worst], backend)))
+
+
+# -- analysis: plain functions, each run in a child of its own -------------------------------
+
+_PLAIN_RUNNER = """
+import pickle, sys, time
+from pathlib import Path
+from grader import child
+from problems import trace
+jobdir = sys.argv[1]
+job = pickle.loads(Path(jobdir, "job.pkl").read_bytes())
+child.watch_stacks(jobdir, "the process running it")
+func, failure = child.load_function(job)
+for i, case in enumerate(job["cases"]):
+    if failure:
+        child.write_result(jobdir, i, 0, failure)
+        continue
+    trace.set_directory(Path(jobdir, f"trace-{i}"))
+    start = time.perf_counter()
+    try:
+        value = func(*case["args"])
+        result = {"status": child.OK, "value": value, "seconds": time.perf_counter() - start}
+    except BaseException as exc:
+        result = child._failure(job, exc)
+    child.write_result(jobdir, i, 0, result)
+"""
+
+
+class _PlainJob(Job):
+    """A job whose function is called with its arguments only (no pool, view or comm)."""
+
+    def command(self, jobdir: Path) -> list[str]:
+        return [sys.executable, "-c", _PLAIN_RUNNER, str(jobdir)]
+
+
+_plain_cache: dict[tuple, list[Outcome]] = {}
+
+
+def _call(runtime, function: str, cases: list[tuple]) -> list[Outcome]:
+    key = (id(runtime), function)
+    if key not in _plain_cache:
+        job = _PlainJob(runtime, "pool", "mandelbrot", function,
+                        [{"args": args} for args in cases], 1)
+        _plain_cache[key] = job.run()
+    return _plain_cache[key]
+
+
+_rng = np.random.default_rng(3)
+COST_INPUTS = [  # (pixel costs, nchunks)
+    (row_work(GRADING)[:, None] / 150 + np.zeros((1, 150)), 4),
+    (_rng.integers(0, 1000, (100, 150)).astype(float), 3),
+    (_rng.integers(0, 1000, (37, 11)).astype(float), 4),  # 37 rows: blocks 10, 9, 9, 9
+    (_rng.random((37, 11)) * 1e-5, 5),
+    (_rng.random((10, 3)), 10),  # one row per block
+    (_rng.random((23, 4)), 1),
+]
+IMBALANCE_INPUTS = [[1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 6.0], [5.0], [0.1, 0.3],
+                    list(_rng.random(7) + 0.5)]
+
+
+@pytest.mark.points(1)
+def test_mandelbrot_chunk_costs(runtime):
+    """chunk_costs sums pixel costs over the numpy.array_split row blocks."""
+    outcomes = _call(runtime, "chunk_costs", COST_INPUTS)
+    for (costs, nchunks), outcome in zip(COST_INPUTS, outcomes, strict=True):
+        h, w = costs.shape
+        context = f"chunk_costs(pixel_costs of shape ({h}, {w}), nchunks={nchunks})"
+        require_ok(outcome, context)
+        expected = chunk_costs(costs, nchunks)
+        value = np.asarray(outcome.value, dtype=float) if outcome.value is not None else None
+        if value is None or value.shape != expected.shape:
+            fail(f"{context}: returned {None if value is None else value.shape}, expected an "
+                 f"array of shape {expected.shape}: one cost per block")
+        if not np.allclose(value, expected, rtol=1e-9, atol=0):
+            sizes = [len(b) for b in block_rows(h, nchunks)]
+            fail(f"{context}: returned {np.array2string(value, precision=4)}, expected "
+                 f"{np.array2string(expected, precision=4)} (blocks of {sizes} rows, as "
+                 f"numpy.array_split(range({h}), {nchunks}) makes them)")
+
+
+@pytest.mark.points(1)
+def test_mandelbrot_imbalance(runtime):
+    """imbalance(costs) is max/mean."""
+    outcomes = _call(runtime, "imbalance", [(np.array(c),) for c in IMBALANCE_INPUTS])
+    for costs, outcome in zip(IMBALANCE_INPUTS, outcomes, strict=True):
+        context = f"imbalance({np.array2string(np.array(costs), precision=3)})"
+        require_ok(outcome, context)
+        expected = imbalance(costs)
+        try:
+            value = float(outcome.value)
+        except (TypeError, ValueError):
+            fail(f"{context}: returned {outcome.value!r}, expected a number")
+        if not np.isclose(value, expected, rtol=1e-9, atol=0):
+            fail(f"{context}: returned {value:.6g}, expected max/mean = {expected:.6g}")
+
+
+PIXEL_SPEC = Spec(w=60, h=40)  # the course viewport, coarser: about 0.15 s of timing
+MIN_RANK_CORRELATION = 0.6  # measured 0.9+, also with two busy loops (docs/mandelbrot.md)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (ties get their mean rank), numpy only."""
+    def ranks(x):
+        x = np.asarray(x, dtype=float).ravel()
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inverse, weights=r)
+        return (sums / counts)[inverse]
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+@pytest.mark.points(1)
+def test_mandelbrot_pixel_times(runtime):
+    """pixel_times has one time per pixel that follows the iteration counts."""
+    spec = PIXEL_SPEC
+    context = f"pixel_times(Spec(w={spec.w}, h={spec.h}))"
+    outcome = _call(runtime, "pixel_times", [(spec,)])[0]
+    require_ok(outcome, context)
+    times = np.asarray(outcome.value, dtype=float) if outcome.value is not None else None
+    if times is None or times.shape != (spec.h, spec.w):
+        fail(f"{context}: returned {None if times is None else times.shape}, expected an array "
+             f"of shape ({spec.h}, {spec.w}): one time per pixel, rows first")
+    if not np.isfinite(times).all() or (times < 0).any() or times.max() <= 0:
+        fail(f"{context}: times must be finite, non-negative seconds, not all zero")
+    if times.max() > 1.0:
+        fail(f"{context}: a pixel took {times.max():.3g} s; expected seconds per pixel "
+             "(microseconds): did you time a whole row or accumulate?")
+    rho = rank_correlation(times, serial_image(spec))
+    if rho < MIN_RANK_CORRELATION:
+        fail(f"{context}: the times hardly follow the iteration counts (rank correlation "
+             f"{rho:.2f}, expected at least {MIN_RANK_CORRELATION}); time each pixel's call "
+             "of mandelbrot(x, y, maxit) on its own")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.points(1)
+def test_mandelbrot_plot_distribution(runtime, workdir):
+    """plot_distribution writes a real, non-blank PNG."""
+    path = Path(workdir, f"distribution-{time.time_ns()}.png")
+    times = (serial_image(GRADING) * 1.2e-7 + 3e-7)
+    context = "plot_distribution(pixel_times, 4, path)"
+    outcome = _call(runtime, "plot_distribution", [(times, 4, str(path))])[0]
+    require_ok(outcome, context)
+    if not path.is_file():
+        fail(f"{context}: no file was written at path")
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        fail(f"{context}: the file is not a PNG (it starts with {data[:8]!r}); "
+             "use savefig(path) with a .png path or format='png'")
+    import matplotlib.image
+
+    try:
+        pixels = matplotlib.image.imread(path)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"{context}: the PNG cannot be decoded: {exc}")
+    if pixels.ndim < 2 or min(pixels.shape[:2]) < 50:
+        fail(f"{context}: the image is only {pixels.shape[1]}x{pixels.shape[0]} pixels")
+    flat = pixels.reshape(pixels.shape[0] * pixels.shape[1], -1)
+    if (flat == flat[0]).all():
+        fail(f"{context}: the PNG is a single colour: nothing was drawn")

@@ -1,0 +1,200 @@
+"""Exercise 4: map-reduce word count on three backends.
+
+Correctness: one test per backend and document collection, each checked at every process count
+against ``problems.wordcount.serial_count``, plus, from the trace, that every document was
+counted exactly once and none in the calling process. Parallelism: one test per backend, judged
+from the trace of the generated corpus at the largest process count. A missing path: one test
+per backend. All collections of one backend and process count run in one child (``Grading``
+caches the run); the corpora are written once per session, a few MB in all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from grader.checks import fail, require_ok
+from problems.wordcount import KERNEL, generate_corpus, serial_count, stdlib_corpus
+
+BACKENDS = ["mpi", "ipp", "pool"]
+COLLECTIONS = [
+    "generated",  # 24 Zipf documents, 1.5 MB: enough work for every worker
+    "stdlib",  # real text: 30 .py files of Python's standard library
+    "empty-document",  # a 0-byte document among others
+    "one-document",
+    "more-workers-than-documents",  # 2 documents: fewer than the workers at P=3 and P=4
+    "unicode-crlf",  # accents, other scripts, apostrophes, case folding, CRLF line ends
+    "large-document",  # one 1 MB document and 15 of 10 kB
+]
+MISSING = "missing-path"
+CASES = [*COLLECTIONS, MISSING]
+
+UNICODE_TEXT = [
+    "Straße STRASSE strasse — Ünïcödé naïve Café CAFÉ café.\r\n"
+    "Don't DON'T don’t l'été L’ÉTÉ o'clock 'tis dogs' rock'n'roll a''b\r\n",
+    "日本語のテキスト 東京 Москва москва МОСКВА Ελληνικά ΣΊΣΥΦΟΣ σίσυφος\r\n"
+    "numbers: 42 ４２ 3.14 x² ½ snake_case under_score_ İstanbul ﬁne\r\n",
+    "\ufeffmixed\rline\nendings\r\n\r\nemoji 🙂 are not words; tab\tseparated\u00a0nbsp\r\n",
+]
+
+
+@pytest.fixture(scope="session")
+def collections(tmp_path_factory) -> dict[str, list[str]]:
+    """Every case's list of paths (str), written once for the session."""
+    root = tmp_path_factory.mktemp("wordcount")
+    out: dict[str, list[Path]] = {
+        "generated": generate_corpus(root / "generated", 24, 1_500_000, seed=1),
+        "stdlib": stdlib_corpus(30),
+        "one-document": generate_corpus(root / "one", 1, 60_000, seed=3),
+        "more-workers-than-documents": generate_corpus(root / "two", 2, 30_000, seed=4),
+    }
+    empty = root / "empty" / "empty.txt"
+    out["empty-document"] = [*generate_corpus(root / "empty", 3, 40_000, seed=2), empty]
+    empty.write_bytes(b"")
+    unicode_dir = root / "unicode"
+    unicode_dir.mkdir()
+    out["unicode-crlf"] = []
+    for i, text in enumerate(UNICODE_TEXT):
+        path = unicode_dir / f"unicode-{i}.txt"
+        path.write_bytes(text.encode("utf-8"))
+        out["unicode-crlf"].append(path)
+    out["large-document"] = [*generate_corpus(root / "large", 1, 1_000_000, seed=5, prefix="big"),
+                             *generate_corpus(root / "large", 15, 150_000, seed=6,
+                                              size_spread=0)]
+    existing = out["one-document"][0]
+    out[MISSING] = [existing, root / "no-such-dir" / "missing.txt"]
+    return {name: [str(p) for p in paths] for name, paths in out.items()}
+
+
+@pytest.fixture(scope="session")
+def expected(collections) -> dict[str, Counter]:
+    """The serial counts (the oracle), computed in this process."""
+    return {name: serial_count(collections[name]) for name in COLLECTIONS}
+
+
+def _outcomes(grading, collections, backend: str, workers: int):
+    # The missing path goes last: on MPI a failed case aborts the job, and the harness would
+    # have to start a new one for any case after it.
+    cases = [{"args": (collections[name],)} for name in CASES]
+    return dict(zip(CASES, grading.run(backend, "wordcount", f"wordcount_{backend}", cases,
+                                       workers, key="all-collections"), strict=True))
+
+
+def _describe(name: str, paths: list[str]) -> str:
+    return f"{len(paths)} document{'s' * (len(paths) != 1)} ({name})"
+
+
+def require_counts(value, expected: Counter, context: str) -> None:
+    """Fail unless ``value`` is a mapping with exactly the expected counts; show a few words."""
+    if value is None:
+        fail(f"{context}: returned None (expected a Counter of {len(expected)} words); "
+             "return the total on rank 0 / in the calling process")
+    if not isinstance(value, Mapping):
+        fail(f"{context}: returned a {type(value).__name__}, expected a collections.Counter")
+    got = {w: n for w, n in value.items() if n != 0}
+    want = {w: n for w, n in expected.items() if n != 0}
+    if got == want:
+        return
+    missing = [w for w in want if w not in got]
+    extra = [w for w in got if w not in want]
+    wrong = [w for w in want if w in got and got[w] != want[w]]
+    lines = [f"{context}: the counts differ from the serial count "
+             f"({len(got)} words returned, {len(want)} expected)"]
+    if wrong:
+        shown = ", ".join(f"{w!r}: expected {want[w]}, got {got[w]}"
+                          for w in sorted(wrong, key=lambda w: -want[w])[:5])
+        lines.append(f"  {len(wrong)} words with a wrong count, e.g. {shown}")
+    if missing:
+        shown = ", ".join(f"{w!r} ({want[w]})" for w in sorted(missing, key=lambda w: -want[w])[:5])
+        lines.append(f"  {len(missing)} words missing, e.g. {shown}")
+    if extra:
+        shown = ", ".join(f"{w!r} ({got[w]})" for w in sorted(extra, key=lambda w: -got[w])[:5])
+        lines.append(f"  {len(extra)} words that should not be there, e.g. {shown}")
+    total_got, total_want = sum(got.values()), sum(want.values())
+    if total_got != total_want:
+        ratio = f" ({total_got / total_want:.2f}x)" if total_want else ""
+        lines.append(f"  total words: expected {total_want}, got {total_got}{ratio}")
+    fail("\n".join(lines))
+
+
+def require_trace(outcome, paths: list[str], backend: str, context: str) -> Counter:
+    """Every document counted exactly once by count_file, none in the calling process.
+
+    Returns the number of documents counted per process id.
+    """
+    records = [r for r in outcome.records if r.kernel == KERNEL]
+    counted = Counter(str(r.task) for r in records)
+    if paths and not records:
+        fail(f"{context}: no document went through problems.wordcount.count_file(path); count "
+             "every document with it so the grader can see where the work ran")
+    never = [p for p in paths if p not in counted]
+    twice = {p: n for p, n in counted.items() if n > 1}
+    if never:
+        fail(f"{context}: {len(never)} of {len(paths)} documents were never counted by "
+             f"count_file, e.g. {never[0]}")
+    if twice:
+        path, n = next(iter(twice.items()))
+        fail(f"{context}: {len(twice)} documents were counted more than once, e.g. {path} "
+             f"{n} times; every document must be counted exactly once")
+    per_pid = Counter(r.pid for r in records)
+    client = outcome.pids.get(0) if backend != "mpi" else None
+    if client is not None and per_pid.get(client):
+        where = "the engines" if backend == "ipp" else "the pool workers"
+        fail(f"{context}: {per_pid[client]} of {len(records)} documents were counted in the "
+             f"calling process (pid {client}), not in {where}; the map step must run in {where}")
+    return per_pid
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("collection", COLLECTIONS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wordcount(grading, settings, collections, expected, backend, collection):
+    """The total equals the serial count at every process count; each document counted once."""
+    paths = collections[collection]
+    for workers in settings.worker_counts:
+        outcome = _outcomes(grading, collections, backend, workers)[collection]
+        context = f"wordcount_{backend} with {workers} workers on {_describe(collection, paths)}"
+        require_ok(outcome, context)
+        require_counts(outcome.value, expected[collection], context)
+        require_trace(outcome, paths, backend, context)
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wordcount_parallel(grading, settings, collections, expected, backend):
+    """From the trace of the generated corpus: documents counted in at least two workers."""
+    workers = settings.workers
+    paths = collections["generated"]
+    outcome = _outcomes(grading, collections, backend, workers)["generated"]
+    context = f"wordcount_{backend} with {workers} workers on {_describe('generated', paths)}"
+    require_ok(outcome, context)
+    require_counts(outcome.value, expected["generated"], context)
+    per_pid = require_trace(outcome, paths, backend, context)
+    if workers >= 2 and len(per_pid) < 2:
+        pid = next(iter(per_pid))
+        who = "rank 0" if backend == "mpi" and pid == outcome.pids.get(0) else "one process"
+        fail(f"{context}: all {len(paths)} documents were counted in {who} (pid {pid}); "
+             f"share them out among the {workers} workers")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wordcount_missing_path(grading, settings, collections, backend):
+    """A path that does not exist raises FileNotFoundError naming it (no hang, no result)."""
+    paths = collections[MISSING]
+    missing = paths[-1]
+    for workers in settings.worker_counts:
+        outcome = _outcomes(grading, collections, backend, workers)[MISSING]
+        context = (f"wordcount_{backend} with {workers} workers on {len(paths)} paths, one of "
+                   f"which does not exist ({missing})")
+        if outcome.ok:
+            fail(f"{context}: returned {type(outcome.value).__name__} instead of raising "
+                 "FileNotFoundError")
+        if outcome.status != "error":
+            require_ok(outcome, context)  # not implemented, timeout, crash: report as such
+        if "FileNotFoundError" not in outcome.message or missing not in outcome.message:
+            fail(f"{context}: expected FileNotFoundError naming the path, got: "
+                 f"{outcome.message}")
