@@ -187,6 +187,39 @@ def write_result(jobdir: str, case: int, rank: int, result: dict) -> None:
     os.replace(tmp, path)
 
 
+def _mutated(before: tuple, after: tuple) -> str:
+    """Which argument the graded call changed in place ('' if none)."""
+    import numpy as np
+
+    for i, (a, b) in enumerate(zip(before, after, strict=True)):
+        if isinstance(a, np.ndarray):
+            same = isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(
+                a, b, equal_nan=a.dtype.kind in "fc")
+        else:
+            try:
+                same = bool(a == b)
+            except Exception:  # noqa: BLE001
+                same = True
+        if not same:
+            return (f"modified its input argument {i + 1} ({type(b).__name__}) in place; "
+                    "work on a copy, the caller's data must stay as it was")
+    return ""
+
+
+def _call(func, args: tuple, ctx) -> dict:
+    """Call the graded function; the result dict, checking the inputs were left alone."""
+    import copy
+
+    before = copy.deepcopy(args)
+    start = time.perf_counter()
+    value = func(*args, ctx)
+    seconds = time.perf_counter() - start
+    changed = _mutated(before, args)
+    if changed:
+        return {"status": ERROR, "message": changed, "mutated": True}
+    return {"status": OK, "value": value, "seconds": seconds}
+
+
 def _case_args(case: dict, rank: int) -> tuple:
     if rank == 0 or case.get("everywhere", False):
         return tuple(case["args"])
@@ -206,21 +239,19 @@ def run_mpi(job: dict, jobdir: str) -> None:
             continue
         trace.set_directory(Path(jobdir, f"trace-{i}"))
         comm = world.Dup()  # a fresh communicator: a broken case cannot leak messages into the next
-        start = time.perf_counter()
         try:
-            value = func(*_case_args(case, rank), comm)
+            result = _call(func, _case_args(case, rank), comm)
         except BaseException as exc:  # noqa: BLE001
-            write_result(jobdir, i, rank, _failure(job, exc))
+            result = _failure(job, exc)
+        left = leftover_children()
+        if left:
+            result = _leaked(left)
+        write_result(jobdir, i, rank, result)
+        if result["status"] != OK:
             # The other ranks may be blocked waiting for this one: end the whole job now.
             sys.stdout.flush()
             sys.stderr.flush()
             world.Abort(3)
-        left = leftover_children()
-        if left:
-            write_result(jobdir, i, rank, _leaked(left))
-            world.Abort(3)
-        write_result(jobdir, i, rank, {"status": OK, "value": value,
-                                       "seconds": time.perf_counter() - start})
         comm.Free()
 
 
@@ -234,13 +265,12 @@ def run_pool(job: dict, jobdir: str) -> None:
             write_result(jobdir, i, 0, failure)
             continue
         trace_dir = str(Path(jobdir, f"trace-{i}"))
-        start = time.perf_counter()
+        trace.set_directory(trace_dir)  # work done in the client is traced too: it is evidence
         try:
             # A fresh pool per case; leaving the with-block terminates its workers.
             init = (jobdir, trace_dir)
             with multiprocessing.Pool(job["workers"], _pool_worker_init, init) as pool:
-                value = func(*case["args"], pool)
-            result = {"status": OK, "value": value, "seconds": time.perf_counter() - start}
+                result = _call(func, tuple(case["args"]), pool)
         except BaseException as exc:  # noqa: BLE001
             result = _failure(job, exc)
         left = leftover_children(tagged=True)
@@ -273,15 +303,14 @@ def run_ipp(job: dict, jobdir: str) -> None:
         sys_path = [str(Path(job["target_dir"]).parent)]
         for i, case in enumerate(job["cases"]):
             trace_dir = str(Path(jobdir, f"trace-{i}"))
+            trace.set_directory(trace_dir)
             for t in targets:
                 client[t].apply_sync(_engine_setup, sys_path, trace_dir, modules, jobdir,
                                      f"engine {t}")
             view = (client.load_balanced_view(targets) if job.get("view") == "balanced"
                     else client[targets])
-            start = time.perf_counter()
             try:
-                value = func(*case["args"], view)
-                result = {"status": OK, "value": value, "seconds": time.perf_counter() - start}
+                result = _call(func, tuple(case["args"]), view)
             except BaseException as exc:  # noqa: BLE001
                 result = _failure(job, exc)
             write_result(jobdir, i, 0, result)

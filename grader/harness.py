@@ -296,6 +296,8 @@ class Job:
                 message = bad["message"]
             elif bad["status"] in (LIMIT, LEAKED):
                 message = f"{self.spec['function']}{where} {bad['message']}"
+            elif bad.get("mutated"):
+                message = f"{self.spec['function']}{where} {bad['message']}"
             else:
                 message = f"{self.spec['function']} raised {bad['message']}{where}"
             return Outcome(bad["status"], message, records=records, details=details)
@@ -303,8 +305,8 @@ class Job:
                        pids={r: res["pid"] for r, res in results.items()}, records=records)
 
     def _crashed(self, child: proctree.Child, jobdir: Path, i: int, code: int) -> Outcome:
-        stderr = child.output("stderr")
-        msg = f"{self.spec['function']} did not return: {describe_death(code, stderr, self)}"
+        said = child.output("stdout") + "\n" + child.output("stderr")  # mpiexec uses both
+        msg = f"{self.spec['function']} did not return: {describe_death(code, said, self)}"
         return Outcome(CRASHED, msg, records=trace.read(jobdir / f"trace-{i}"),
                        details=_output_section(child))
 
@@ -329,30 +331,40 @@ def _output_section(child: proctree.Child) -> str:
 _SIGNALS = {signal.SIGSEGV: "a segmentation fault", signal.SIGKILL: "SIGKILL",
             signal.SIGXCPU: "the CPU time limit", signal.SIGABRT: "an abort (SIGABRT)",
             signal.SIGBUS: "a bus error"}
-_HYDRA_DEATH = re.compile(r"RANK (?P<rank>\d+) PID \d+ RUNNING AT \S+\s*\n=\s+"
-                          r"(?:KILLED BY SIGNAL: (?P<signal>\d+)|EXIT STATUS: (?P<status>\d+))")
+_ABORT = re.compile(r"rank (?P<rank>\d+) in comm \d+\): application called MPI_Abort\(\S+, "
+                    r"(?P<code>-?\d+)\)")
+_EXIT_STRING = re.compile(r"EXIT STRING: (?P<what>.+?) \(signal (?P<signal>\d+)\)")
 
 
-def describe_death(code: int, stderr: str, job: Job) -> str:
-    """Why a child ended without results, in a student's words."""
+def describe_death(code: int, output: str, job: Job) -> str:
+    """Why a child ended without results, in a student's words (MPICH's and POSIX's clues)."""
     cpu = job.rt.limits.cpu
-    m = _HYDRA_DEATH.search(stderr)
-    if m and m["signal"]:
+    where = _crash_site(output, job.rt.target)
+    if m := _ABORT.search(output):
+        return f"rank {m['rank']} called MPI_Abort (error code {m['code']}){where}"
+    if m := _EXIT_STRING.search(output):
         sig = int(m["signal"])
         if sig == signal.SIGXCPU:
-            return f"rank {m['rank']} exceeded the CPU time limit of {cpu} s"
-        return f"rank {m['rank']} was killed by {_SIGNALS.get(sig, f'signal {sig}')}"
-    if m and m["status"]:
-        return (f"rank {m['rank']} exited (status {m['status']}) without returning, e.g. "
-                "sys.exit, os._exit or MPI_Abort")
-    if "MPI_Abort" in stderr or "application called MPI_Abort" in stderr:
-        return "a rank called MPI_Abort"
+            return f"a rank exceeded the CPU time limit of {cpu} s{where}"
+        return f"a rank was killed by {_SIGNALS.get(sig, m['what'])} (signal {sig}){where}"
     if code < 0 and -code == signal.SIGXCPU:
-        return f"the process exceeded the CPU time limit of {cpu} s"
+        return f"the process exceeded the CPU time limit of {cpu} s{where}"
     if code < 0:
-        return f"the process was killed by {_SIGNALS.get(-code, f'signal {-code}')}"
-    who = "an MPI rank" if job.backend == "mpi" else "the process running it"
-    return f"{who} exited (exit code {code}) before sending back a result"
+        return f"the process was killed by {_SIGNALS.get(-code, f'signal {-code}')}{where}"
+    if job.backend == "mpi":
+        return (f"a rank exited with status {code} without returning (sys.exit, os._exit "
+                "or a crash?); the other ranks were stopped")
+    return f"the process running it exited with status {code} before sending back a result"
+
+
+def _crash_site(output: str, target: Target) -> str:
+    """' at student/x.py:12 in f' from the stack Python prints on a fatal error, or ''."""
+    if "Fatal Python error" not in output:
+        return ""
+    for m in map(_FRAME.search, output[output.index("Fatal Python error"):].splitlines()):
+        if m and Path(m["file"]).resolve().is_relative_to(target.directory):
+            return f" at {_display_path(m['file'], target)}:{m['line']} in {m['func']}"
+    return ""
 
 
 def run_job(rt: Runtime, backend: str, module: str, function: str, cases: list[dict],
@@ -399,6 +411,7 @@ class Grading:
     def __init__(self, rt: Runtime, cluster: SessionCluster):
         self.rt, self.cluster = rt, cluster
         self._cache: dict[tuple, list[Outcome]] = {}
+        self._hung: dict[tuple, str] = {}  # (backend, module, function) -> what hung
 
     def run(self, backend: str, module: str, function: str, cases: list[dict], workers: int,
             key: tuple | None = None, **extra: Any) -> list[Outcome]:
@@ -406,6 +419,9 @@ class Grading:
         full_key = (backend, module, function, workers, key)
         if key is not None and full_key in self._cache:
             return self._cache[full_key]
+        hung = self._hung.get((backend, module, function))
+        if hung:  # one hang per function per session: the next would most likely hang too
+            return [Outcome(TIMEOUT, f"not run: {hung}") for _ in cases]
         if backend == "ipp":
             try:
                 extra["connection_file"] = self.cluster.connection_file()
@@ -415,6 +431,11 @@ class Grading:
         outcomes = run_job(self.rt, backend, module, function, cases, workers, **extra)
         if backend == "ipp" and any(o.status in (TIMEOUT, CRASHED) for o in outcomes):
             self.cluster.needs_restart = True  # an engine may still be busy with the stuck task
+        timeouts = [o for o in outcomes if o.status == TIMEOUT and not o.message.startswith("not")]
+        if timeouts:
+            self._hung[(backend, module, function)] = (
+                f"{function} hung with {workers} workers earlier in this run "
+                f"({timeouts[0].message.splitlines()[0]})")
         if key is not None:
             self._cache[full_key] = outcomes
         return outcomes

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from grader.checks import fail, require_ok
-from problems.wordcount import KERNEL, generate_corpus, serial_count, stdlib_corpus
+from problems.wordcount import (
+    KERNEL,
+    generate_corpus,
+    make_vocabulary,
+    serial_count,
+    stdlib_corpus,
+)
 
 BACKENDS = ["mpi", "ipp", "pool"]
 COLLECTIONS = [
@@ -45,14 +51,19 @@ UNICODE_TEXT = [
 def collections(tmp_path_factory) -> dict[str, list[str]]:
     """Every case's list of paths (str), written once for the session."""
     root = tmp_path_factory.mktemp("wordcount")
+    words = make_vocabulary(5000, seed=1)
+
+    def generate(folder: str, ndocs: int, size: int, seed: int, **kw) -> list[Path]:
+        return generate_corpus(root / folder, ndocs, size, seed=seed, vocabulary=words, **kw)
+
     out: dict[str, list[Path]] = {
-        "generated": generate_corpus(root / "generated", 24, 1_500_000, seed=1),
+        "generated": generate("generated", 24, 1_500_000, 1),
         "stdlib": stdlib_corpus(30),
-        "one-document": generate_corpus(root / "one", 1, 60_000, seed=3),
-        "more-workers-than-documents": generate_corpus(root / "two", 2, 30_000, seed=4),
+        "one-document": generate("one", 1, 60_000, 3),
+        "more-workers-than-documents": generate("two", 2, 30_000, 4),
     }
     empty = root / "empty" / "empty.txt"
-    out["empty-document"] = [*generate_corpus(root / "empty", 3, 40_000, seed=2), empty]
+    out["empty-document"] = [*generate("empty", 3, 40_000, 2), empty]
     empty.write_bytes(b"")
     unicode_dir = root / "unicode"
     unicode_dir.mkdir()
@@ -61,9 +72,8 @@ def collections(tmp_path_factory) -> dict[str, list[str]]:
         path = unicode_dir / f"unicode-{i}.txt"
         path.write_bytes(text.encode("utf-8"))
         out["unicode-crlf"].append(path)
-    out["large-document"] = [*generate_corpus(root / "large", 1, 1_000_000, seed=5, prefix="big"),
-                             *generate_corpus(root / "large", 15, 150_000, seed=6,
-                                              size_spread=0)]
+    out["large-document"] = [*generate("large", 1, 1_000_000, 5, prefix="big"),
+                             *generate("large", 15, 150_000, 6, size_spread=0)]
     existing = out["one-document"][0]
     out[MISSING] = [existing, root / "no-such-dir" / "missing.txt"]
     return {name: [str(p) for p in paths] for name, paths in out.items()}
@@ -127,14 +137,19 @@ def require_trace(outcome, paths: list[str], backend: str, context: str) -> Coun
     """
     records = [r for r in outcome.records if r.kernel == KERNEL]
     counted = Counter(str(r.task) for r in records)
+    # Only worker processes (pool workers, engines, MPI ranks) are sure to be traced: a document
+    # counted in the calling process of a pool or ipyparallel run may leave no record at all.
+    where = {"mpi": "on the MPI ranks", "ipp": "on the engines", "pool": "in the pool workers"}
     if paths and not records:
-        fail(f"{context}: no document went through problems.wordcount.count_file(path); count "
-             "every document with it so the grader can see where the work ran")
+        fail(f"{context}: no document was counted by problems.wordcount.count_file(path) "
+             f"{where[backend]}: the documents were counted in the calling process, or without "
+             "count_file; the map step must run in the workers, through count_file")
     never = [p for p in paths if p not in counted]
     twice = {p: n for p, n in counted.items() if n > 1}
     if never:
-        fail(f"{context}: {len(never)} of {len(paths)} documents were never counted by "
-             f"count_file, e.g. {never[0]}")
+        fail(f"{context}: {len(never)} of {len(paths)} documents were not counted by "
+             f"count_file {where[backend]} (e.g. {never[0]}): counted in the calling process, "
+             "without count_file, or not at all")
     if twice:
         path, n = next(iter(twice.items()))
         fail(f"{context}: {len(twice)} documents were counted more than once, e.g. {path} "
@@ -142,9 +157,8 @@ def require_trace(outcome, paths: list[str], backend: str, context: str) -> Coun
     per_pid = Counter(r.pid for r in records)
     client = outcome.pids.get(0) if backend != "mpi" else None
     if client is not None and per_pid.get(client):
-        where = "the engines" if backend == "ipp" else "the pool workers"
         fail(f"{context}: {per_pid[client]} of {len(records)} documents were counted in the "
-             f"calling process (pid {client}), not in {where}; the map step must run in {where}")
+             f"calling process (pid {client}); the map step must run {where[backend]}")
     return per_pid
 
 

@@ -1,13 +1,12 @@
-"""The grader end to end: full marks for the reference, zero for the stubs, clear lines for
-broken packages, and no process left behind."""
+"""The grader end to end: full marks for the reference, zero for the stubs, clear option
+errors, a user's own ipyparallel cluster, and no process left behind. Broken submissions are in
+test_catalogue.py."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
-
-from tests.helpers import leftover_processes, make_submission, run_grader
+from tests.helpers import run_grader
 
 
 def _score(output: str) -> tuple[float, float]:
@@ -22,7 +21,7 @@ def test_reference_gets_full_marks(tmp_path):
     assert run.results and not run.failed()
     got, possible = _score(run.output)
     assert got == possible > 0
-    assert leftover_processes() == []
+    assert run.leftovers == []
 
 
 def test_stubs_fail_with_one_line_and_score_zero(tmp_path):
@@ -34,35 +33,7 @@ def test_stubs_fail_with_one_line_and_score_zero(tmp_path):
         assert re.search(r"not implemented yet: student/\w+\.py \w+", first), (name, message)
         assert "Traceback" not in message, (name, message)
     assert _score(run.output)[0] == 0
-    assert leftover_processes() == []
-
-
-BROKEN_PACKAGES = {  # defect -> (edits, words the matmul failures must contain)
-    "missing module": ({"matmul": None}, "submission/matmul.py does not exist"),
-    "missing function": ({"matmul": ("def matmul_pool(", "def matmul_pool_renamed(")},
-                         "submission/matmul.py has no function matmul_pool"),
-    "syntax error": ({"matmul": ("import os\n", "import os\ndef broken(:\n")},
-                     "submission/matmul.py has a syntax error at line"),
-    "import error": ({"matmul": ("import os\n", "import os\nimport no_such_module_xyz\n")},
-                     "submission/matmul.py failed: ModuleNotFoundError"),
-}
-
-
-@pytest.mark.parametrize("defect", BROKEN_PACKAGES)
-def test_broken_package_fails_only_its_exercise(tmp_path, defect):
-    edits, words = BROKEN_PACKAGES[defect]
-    sub = make_submission(tmp_path, edits)
-    run = run_grader(tmp_path, "--target", str(sub), "-k", "hello or (matmul and (pool or mpi))")
-    failed = run.failed()
-    matmul = {k for k in run.results if k.startswith("test_matmul")}
-    hello = {k for k in run.results if k.startswith("test_hello")}
-    assert hello and matmul
-    assert hello.isdisjoint(failed), "hello must still be graded and pass"
-    touched = {k for k in matmul if "pool" in k} if defect == "missing function" else matmul
-    assert set(failed) == touched, sorted(failed)
-    for name in touched:
-        assert words in failed[name].splitlines()[0], (name, failed[name])
-    assert leftover_processes() == []
+    assert run.leftovers == []
 
 
 def test_bad_option_names_the_option(tmp_path):
@@ -104,4 +75,4 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
         procs = [psutil.Process(cluster.pid), *psutil.Process(cluster.pid).children(True)] \
             if psutil.pid_exists(cluster.pid) else []
         proctree.terminate(procs)
-    assert leftover_processes() == []
+    assert run.leftovers == []

@@ -1,0 +1,192 @@
+"""A catalogue of broken submissions: each a copy of ``reference/`` with one realistic defect.
+
+Every graded test must fail for at least one entry (``parakit validate`` checks it), and each
+entry says which tests it must fail and which words their failure message must contain. An
+entry's edits are applied to a copy of the reference: ``module -> [(old, new), ...]`` text
+replacements (each must apply exactly once), or ``None`` to delete the module.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parent.parent
+Edits = dict[str, "list[tuple[str, str]] | None"]
+
+
+@dataclass(frozen=True)
+class Broken:
+    name: str  # also the submission's directory name: a valid identifier
+    exercise: str  # the exercise whose tests it breaks (validate grades only those)
+    edits: Edits
+    fails: tuple[str, ...]  # substrings of test names that must fail
+    words: str  # what the first line of each such failure says
+    slow: bool = field(default=False)  # hangs: costs a call timeout per job
+    select: str = ""  # -k expression of the tests to run (default: the exercise)
+
+    @property
+    def keyword(self) -> str:
+        return self.select or self.exercise
+
+    def build(self, parent: Path) -> Path:
+        """Write the broken package to ``parent/<name>``; return its path."""
+        dest = Path(parent) / self.name
+        shutil.copytree(KIT / "reference", dest, ignore=shutil.ignore_patterns("__pycache__"))
+        for module, edits in self.edits.items():
+            path = dest / f"{module}.py"
+            if edits is None:
+                path.unlink()
+                continue
+            text = path.read_text()
+            for old, new in edits:
+                if text.count(old) != 1:
+                    raise ValueError(f"{self.name}: edit of {module}.py does not apply once: "
+                                     f"{old!r}")
+                text = text.replace(old, new, 1)
+            path.write_text(text)
+        return dest
+
+
+_GREETING = ('return f"Hello from {MPI.Get_processor_name()}. {comm.Get_rank()} of '
+             '{comm.Get_size()}"')
+_IMPORT_MULTIPLY = "from problems.matmul import multiply\n"
+
+CATALOGUE: list[Broken] = [
+    Broken("hello_wrong_format", "hello",
+           {"hello": [(_GREETING,
+                       'return f"Hello from rank {comm.Get_rank()}/{comm.Get_size()}"')]},
+           ("test_hello_program", "test_hello_greeting"), "Hello from"),
+    Broken("hello_rank0_prints", "hello",
+           {"hello": [("    print(greeting(MPI.COMM_WORLD), flush=True)",
+                       "    if MPI.COMM_WORLD.Get_rank() == 0:\n"
+                       "        print(greeting(MPI.COMM_WORLD), flush=True)")]},
+           ("test_hello_program[P2]",), "printed 1 lines"),
+    Broken("matmul_wrong_product", "matmul",
+           {"matmul": [(_IMPORT_MULTIPLY,
+                        "from problems.matmul import multiply as _multiply\n\n\n"
+                        "def multiply(a, b):\n    return _multiply(a, b) + 1.0\n")]},
+           ("test_matmul[",), "differ from the expected product"),
+    Broken("matmul_divisible_rows_only", "matmul",
+           {"matmul": [("    rows = _row_counts(m, size)\n",
+                        "    rows = np.full(size, m // size)  # assumes size divides m\n")]},
+           ("test_matmul[mpi-indivisible]", "test_matmul[mpi-fewer-rows-than-workers]"),
+           "matmul_mpi with"),
+    Broken("matmul_mpi_all_on_root", "matmul",
+           {"matmul": [("    rank, size = comm.Get_rank(), comm.Get_size()\n",
+                        "    if comm.Get_rank() == 0:\n        return multiply(A, B)\n"
+                        "    return None\n")]},
+           ("test_matmul_parallel[mpi]",), "all the work ran in rank 0"),
+    Broken("matmul_ipp_in_client", "matmul",
+           {"matmul": [("    blocks = view.apply_sync(multiply, ipp.Reference(\"a_rows\"), "
+                        "ipp.Reference(\"B\"))\n", "    blocks = [multiply(A, B)]\n")]},
+           ("test_matmul_parallel[ipp]",), "of the work ran in the calling process"),
+    Broken("matmul_pool_in_client", "matmul",
+           {"matmul": [("        pool.starmap(_multiply_rows, tasks, chunksize=1)\n",
+                        "        [_multiply_rows(*task) for task in tasks]\n")]},
+           ("test_matmul_parallel[pool]",), "matmul_pool with"),
+    Broken("matmul_mpi_deadlock", "matmul",
+           {"matmul": [("    comm.Bcast(B, root=0)\n",
+                        "    comm.recv(source=MPI.ANY_SOURCE)  # waits for a message never sent\n"
+                        "    comm.Bcast(B, root=0)\n")]},
+           ("test_matmul[mpi-square]",), "did not finish within", slow=True),
+    # A module left out of the submission: every test of its exercise fails with one line.
+    Broken("hello_missing_module", "hello", {"hello": None}, ("test_hello",), "hello"),
+    *(Broken(f"{ex}_missing_module", ex, {ex: None}, (f"test_{ex}",), "does not exist")
+      for ex in ("matmul", "mandelbrot", "wordcount")),
+]
+
+
+# -- robustness: one defect each, across backends ------------------------------------------------
+_MPI_START = "    rank, size = comm.Get_rank(), comm.Get_size()\n"
+_POOL_START = "    (m, k), n = A.shape, B.shape[1]\n"
+_POOL_RETURN = '        return np.array(np.load(os.path.join(folder, "C.npy")))\n'
+_IPP_RETURN = "    return np.vstack(blocks).reshape(A.shape[0], B.shape[1])\n"
+
+
+def _on_mpi_rank(code: str, rank: str = "1") -> list[tuple[str, str]]:
+    """Insert ``code`` so that only rank ``rank`` (at two or more processes) runs it."""
+    return [(_MPI_START, _MPI_START + f"    if size > 1 and rank == {rank}:\n        {code}\n")]
+
+
+def _at_pool_start(code: str) -> list[tuple[str, str]]:
+    return [(_POOL_START, _POOL_START + f"    {code}\n")]
+
+
+EVERY = ("",)  # every test the entry's -k selects must fail
+_ALL_POOL = _ALL_MPI = _ALL_IPP = EVERY
+ROBUSTNESS: list[Broken] = [
+    # wrong results
+    Broken("pool_rows_twice", "matmul", {"matmul": [
+        ("min(s + rows_per_task, m)", "min(s + rows_per_task + 1, m)")]},
+        ("test_matmul_parallel[pool]",), "must be multiplied exactly once",
+        select="matmul and pool"),
+    Broken("ipp_flat_result", "matmul", {"matmul": [
+        (_IPP_RETURN, "    return np.vstack(blocks).ravel()\n")]},
+        _ALL_IPP, "product has shape", select="matmul and ipp"),
+    Broken("pool_float32", "matmul", {"matmul": [
+        (_POOL_RETURN, _POOL_RETURN.replace("))\n", "), dtype=np.float32)\n"))]},
+        _ALL_POOL, "has dtype float32, expected float64", select="matmul and pool"),
+    Broken("mpi_none_on_root", "matmul", {"matmul": [("    return C\n", "    return None\n")]},
+           _ALL_MPI, "returned None", select="matmul and mpi"),
+    Broken("pool_mutates_input", "matmul", {"matmul": [
+        (_POOL_RETURN, '        C = np.array(np.load(os.path.join(folder, "C.npy")))\n'
+                       "        A[...] = 0\n        return C\n")]},
+        _ALL_POOL, "modified its input argument 1", select="matmul and pool"),
+    # MPI failures
+    Broken("mpi_raise_on_one_rank", "matmul",
+           {"matmul": _on_mpi_rank('raise ValueError("boom on one rank")')},
+           _ALL_MPI, "raised ValueError: boom on one rank on rank 1", select="matmul and mpi"),
+    Broken("mpi_abort", "matmul", {"matmul": _on_mpi_rank("comm.Abort(7)")},
+           _ALL_MPI, "rank 1 called MPI_Abort (error code 7)", select="matmul and mpi"),
+    Broken("mpi_os_exit", "matmul", {"matmul": _on_mpi_rank("os._exit(3)")},
+           _ALL_MPI, "without returning (sys.exit, os._exit", select="matmul and mpi"),
+    Broken("mpi_segfault", "matmul",
+           {"matmul": _on_mpi_rank("__import__('ctypes').string_at(0)")},
+           _ALL_MPI, "a rank was killed by a segmentation fault (signal 11) at "
+                     "/", select="matmul and mpi"),
+    Broken("mpi_tag_mismatch", "matmul", {"matmul": [(
+        "    comm.Bcast(B, root=0)\n",
+        "    comm.Bcast(B, root=0)\n    if size > 1 and rank == 0:\n"
+        "        comm.send(0, dest=1, tag=1)\n    elif size > 1 and rank == 1:\n"
+        "        comm.recv(source=0, tag=2)  # never matches\n")]},
+        _ALL_MPI, "rank 1: mpi_tag_mismatch/matmul.py:", slow=True, select="matmul and mpi"),
+    Broken("mpi_rank_skips_call", "matmul", {"matmul": _on_mpi_rank("return None", "size - 1")},
+           _ALL_MPI, "did not finish within", slow=True, select="matmul and mpi"),
+    # runaway code
+    Broken("pool_infinite_loop", "matmul", {"matmul": _at_pool_start("while True: pass")},
+           _ALL_POOL, "pool_infinite_loop/matmul.py:", slow=True, select="matmul and pool"),
+    Broken("pool_worker_sleeps", "matmul",
+           {"matmul": _at_pool_start("pool.apply(__import__('time').sleep, (10**6,))")},
+           _ALL_POOL, "pool worker", slow=True, select="matmul and pool"),
+    Broken("ipp_task_never_returns", "matmul",
+           {"matmul": [("    view.push(", "    view.apply_sync(__import__('time').sleep, 10**6)\n"
+                                          "    view.push(")]},
+           ("test_matmul[ipp-", "test_matmul_parallel[ipp]", "test_matmul_hidden[ipp-"),
+           "did not finish within", slow=True, select="ipp"),
+    Broken("pool_prints_100mb", "matmul",
+           {"matmul": _at_pool_start("__import__('sys').stdout.write('x' * 10**8)")},
+           (), "", select="matmul and pool"),
+    Broken("pool_allocates_too_much", "matmul",
+           {"matmul": _at_pool_start("np.ones(2**30)  # 8 GiB")},
+           _ALL_POOL, "matmul_pool exceeded the memory limit of 2 GiB", select="matmul and pool"),
+    Broken("mpi_allocates_too_much", "matmul",
+           {"matmul": _on_mpi_rank("np.ones(2**30)  # 8 GiB")},
+           _ALL_MPI, "matmul_mpi on rank 1 exceeded the memory limit of 2 GiB",
+           select="matmul and mpi"),
+    Broken("pool_child_never_joined", "matmul", {"matmul": _at_pool_start(
+        "__import__('multiprocessing').Process(target=__import__('time').sleep, "
+        "args=(600,)).start()")},
+        _ALL_POOL, "left 1 process(es) running", select="matmul and pool"),
+    # broken packages
+    Broken("matmul_syntax_error", "matmul", {"matmul": [("import os\n", "import os\ndef f(:\n")]},
+           ("test_matmul",), "matmul_syntax_error/matmul.py has a syntax error at line"),
+    Broken("matmul_import_error", "matmul",
+           {"matmul": [("import os\n", "import os\nimport no_such_module_xyz\n")]},
+           ("test_matmul",), "failed: ModuleNotFoundError: No module named 'no_such_module_xyz'"),
+    Broken("pool_missing_function", "matmul",
+           {"matmul": [("def matmul_pool(", "def matmul_with_pool(")]},
+           ("test_matmul[pool-", "test_matmul_parallel[pool]", "test_matmul_hidden[pool-"),
+           "has no function matmul_pool"),
+]

@@ -1,0 +1,30 @@
+"""Each broken submission of the catalogue fails exactly the tests that touch its defect, with
+words a student understands, in bounded time, and leaves no process behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.catalogue import CATALOGUE, ROBUSTNESS, Broken
+from tests.helpers import run_grader
+
+TIMEOUT = 5  # --call-timeout for these runs: hangs cost one timeout per graded function
+
+
+@pytest.mark.parametrize("broken", CATALOGUE + ROBUSTNESS, ids=lambda b: b.name)
+def test_broken_submission_is_caught(tmp_path, broken: Broken):
+    sub = broken.build(tmp_path)
+    run = run_grader(tmp_path, "--target", str(sub), "-k", broken.keyword,
+                     "--call-timeout", str(TIMEOUT))
+    assert run.results, run.output[-3000:]
+    expected = {name for name in run.results if any(p in name for p in broken.fails)}
+    failed = run.failed()
+    assert set(failed) == expected, (
+        f"failed but should pass: {sorted(set(failed) - expected)}; passed but should fail: "
+        f"{sorted(expected - set(failed))}\n{run.output[-3000:]}")
+    for name, message in failed.items():
+        assert broken.words in message, (name, message[:2000])
+        assert "Traceback (most recent call last)" not in message.split("---")[0], message
+    # a hang costs one timeout per graded function (backend), plus start-up and grading
+    assert run.seconds < 90 + (3 * TIMEOUT if broken.slow else 0), run.seconds
+    assert run.leftovers == []

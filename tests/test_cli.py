@@ -1,0 +1,118 @@
+"""``parakit``: release, grade and validate, end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import venv
+from argparse import Namespace
+from pathlib import Path
+
+from grader import cli, proctree
+from tests.catalogue import Broken
+from tests.helpers import KIT, make_submission
+
+
+def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
+    dest = tmp_path / "release"
+    assert cli.main(["release", str(dest), "--kit-repo", "course/kit", "--kit-ref", "v1"]) == 0
+    names = {p.name for p in dest.iterdir()}
+    assert {"problems", "student", "grader", "docs", "pyproject.toml", "README.md"} <= names
+    assert not names & {"reference", "hidden", "tests", "benchmarks", "ci"}
+    assert not (dest / "grader" / "cli.py").exists()
+    assert not list(dest.rglob("__pycache__"))
+    pyproject = (dest / "pyproject.toml").read_text()
+    assert 'packages = ["problems", "student", "grader"]' in pyproject
+    assert "grader.cli" not in pyproject
+    workflow = (dest / ".github" / "workflows" / "classroom.yml").read_text()
+    assert "KIT_REPO: course/kit" in workflow and "KIT_REF: v1" in workflow
+    assert cli.main(["release", str(dest)]) == 2  # not over an existing release without --force
+
+    # A plain venv (no system site-packages): a missing dependency would show here.
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    clean = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    clean["PATH"] = f"{env_dir / 'bin'}:{clean.get('PATH', '')}"
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "-e", str(dest)],
+                             capture_output=True, text=True, env=clean, timeout=600)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    gs = tmp_path / "results.json"
+    run = subprocess.run([python, "-m", "pytest", "grader", "-p", "no:cacheprovider",
+                          "-k", "hello or matmul", f"--grade-json={gs}"], cwd=dest,
+                         capture_output=True, text=True, env={**clean, "PYTEST_ADDOPTS": ""},
+                         timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output[-4000:]
+    assert re.search(r"^total\s+0 / [1-9]", output, re.M), output[-3000:]
+    tests = json.loads(gs.read_text())["tests"]
+    assert tests and all(t["status"] == "failed" for t in tests)
+    assert all(re.match(r"not implemented yet: student/\w+\.py \w+$", t["output"])
+               for t in tests), [t["output"] for t in tests][:5]
+    assert not [t for t in tests if t["name"].startswith("hidden/")]
+
+
+def test_grade_writes_a_gradebook_and_survives_broken_submissions(tmp_path):
+    subs = tmp_path / "subs"
+    good = make_submission(subs, {}, name="alice")
+    broken = make_submission(subs, {"matmul": ("import os\n", "import os\ndef broken(:\n")},
+                             name="bob-smith")  # not an identifier: graded under a safe name
+    repo = subs / "carol"
+    (repo / "student").mkdir(parents=True)
+    for f in (KIT / "student").glob("*.py"):
+        (repo / "student" / f.name).write_text(f.read_text())
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(good), str(broken),
+                           str(repo), str(subs / "nobody"), "--out", str(out), "--jobs", "2",
+                           "-k", "hello or (matmul and pool)"],
+                          cwd=KIT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"\[\d/4\] alice", proc.stderr), proc.stderr  # progress
+    rows = {r["submission"]: r for r in csv.DictReader((out / "gradebook.csv").open())}
+    assert list(rows) == ["alice", "bob-smith", "carol", "nobody"]
+    assert rows["alice"]["total"] == rows["alice"]["possible"] != "0"
+    assert rows["alice"]["errors"] == "" and rows["alice"]["failed"] == "0"
+    assert rows["bob-smith"]["hello"] == rows["alice"]["hello"] and rows["bob-smith"]["matmul"] == "0"
+    assert rows["carol"]["total"] == "0" and rows["carol"]["errors"] == ""
+    assert rows["nobody"]["total"] == "0" and "no such directory" in rows["nobody"]["errors"]
+    for name in rows:
+        assert json.loads((out / name / "results.json").read_text())["score"] == float(
+            rows[name]["total"])
+        assert (out / name / "classroom.json").exists()
+    assert "syntax error" in (out / "bob-smith" / "results.json").read_text()
+
+
+def test_a_grading_that_overruns_is_stopped_and_scored_zero(tmp_path):
+    sub = make_submission(tmp_path, {})
+    graded = cli.grade_one("slow", sub, tmp_path / "out", ["-k", "matmul and ipp"], timeout=3)
+    assert "longer than 3 s" in graded.errors and graded.total == 0
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["score"] == 0 and "longer than 3 s" in data["output"]
+    assert not [p for p in proctree.sweep_orphans()]  # nothing of the killed run is left
+
+
+def _validate_args(**kw) -> Namespace:
+    base = dict(k="hello", workers=None, call_timeout=None, jobs=2, timeout=600,
+                pytest_arg=None, quick=True, only=None)
+    return Namespace(**{**base, **kw})
+
+
+def test_validate_passes_with_the_catalogue(tmp_path):
+    problems = cli.validate(tmp_path, _validate_args(only=["hello_wrong_format"]),
+                            say=lambda line: None)
+    assert problems == []
+
+
+def test_validate_finds_a_catalogue_that_catches_nothing(tmp_path):
+    harmless = Broken("harmless", "hello",
+                      {"hello": [("from mpi4py import MPI\n", "from mpi4py import MPI  # ok\n")]},
+                      ("test_hello_greeting",), "Hello from")
+    problems = cli.validate(tmp_path, _validate_args(k="hello and P1"), entries=[harmless],
+                            say=lambda line: None)
+    assert any("harmless: grader/test_hello.py::test_hello_greeting[P1] passed" in p
+               for p in problems), problems
+    assert any("fail for no broken submission" in p for p in problems), problems
