@@ -45,7 +45,7 @@ def require_array(value, expected: np.ndarray, context: str, what: str = "result
         fail(f"{context}: returned a {type(value).__name__}, expected a numpy array")
     if value.shape != expected.shape:
         fail(f"{context}: {what} has shape {value.shape}, expected {expected.shape}")
-    if not np.issubdtype(value.dtype, np.floating) and expected.dtype.kind == "f":
+    if value.dtype != expected.dtype:
         fail(f"{context}: {what} has dtype {value.dtype}, expected {expected.dtype}")
     close = np.isclose(value, expected, rtol=1e-9, atol=1e-9)
     if not close.all():

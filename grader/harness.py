@@ -227,8 +227,9 @@ class Job:
                 outcomes.extend(Outcome(last.status, last.message, details=last.details)
                                 for _ in range(rest))
             elif last.status == TIMEOUT:  # a hang costs one timeout per job, not one per case
-                outcomes.extend(Outcome(TIMEOUT, f"not run: {last.message.splitlines()[0]} "
-                                        "on an earlier case of the same run") for _ in range(rest))
+                first_line = last.message.splitlines()[0]
+                outcomes.extend(Outcome(TIMEOUT, f"not run: {first_line} on an earlier case "
+                                        "of the same run") for _ in range(rest))
         return outcomes
 
     def _run_child(self, first: int) -> list[Outcome]:
@@ -314,7 +315,7 @@ class Job:
         stacks = read_stacks(jobdir, self.rt.target)
         msg = f"{self.spec['function']} did not finish within {self.rt.timeout:g} s (timeout)"
         if stacks:
-            msg += "; where each process was when it was stopped:\n" + stacks
+            msg += "\nwhere each process was when it was stopped:\n" + stacks
         return Outcome(TIMEOUT, msg, records=trace.read(jobdir / f"trace-{i}"),
                        details=_output_section(child))
 

@@ -84,7 +84,7 @@ def short_message(longrepr) -> str:
     else:
         crash = getattr(longrepr, "reprcrash", None)
         text = crash.message if crash is not None else str(longrepr)
-    text = text.strip()
+    text = text.strip().removeprefix("Failed: ")  # pytest.fail's prefix says nothing
     if len(text) > MAX_OUTPUT:
         text = text[:MAX_OUTPUT] + "\n[... cut ...]"
     return text

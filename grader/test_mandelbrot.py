@@ -6,10 +6,11 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
   worker count;
 - ``test_mandelbrot_trace``: from the work trace, every row ran exactly once, in worker
   processes; a chunked version gave each worker one contiguous ``array_split`` block;
-- ``test_mandelbrot_balance`` (balanced only): on ``GRADING``, at P=3 and P=4, the median over
-  ``REPEATS`` runs of ``R = max/mean`` of per-worker work (recomputed from the serial iteration
-  counts of the rows each worker ran) is at most ``R_MAX``; contiguous row blocks give 1.70 and
-  1.57 there. See docs/mandelbrot.md for the measured distributions behind these numbers.
+- ``test_mandelbrot_balance`` (balanced only): on ``GRADING``, at P=3 and P=4, the best of
+  ``REPEATS`` runs (a second batch if none passes) of ``R = max/mean`` of per-worker work,
+  recomputed from the serial iteration counts of the rows each worker ran, is at most
+  ``R_MAX``; contiguous row blocks give 1.70 and 1.57 there, every run.
+  docs/mandelbrot.md has the measured distributions behind these numbers.
 
 All specs and repeats of one function and worker count run in one child (``Grading`` caches it).
 The analysis functions are plain functions; they run in a child of their own too.
@@ -49,21 +50,21 @@ SPECS = {
 }
 assert GRADING == SPECS["default"]
 BALANCE_COUNTS = (3, 4)  # never P=2: the viewport's symmetry balances two blocks by accident
-REPEATS = 5  # balanced runs per worker count on GRADING; the verdict is on their median
-R_MAX = 1.30  # median R a balanced version must reach (row blocks: 1.70 at P=3, 1.57 at P=4)
+REPEATS = 5  # balanced runs per worker count on GRADING; the verdict is on the best of them
+R_MAX = 1.30  # R a balanced version must reach (row blocks: 1.70 at P=3, 1.57 at P=4)
 
 
-def _cases(workers: int) -> tuple[list[str], list[dict]]:
+def _cases(scheme: str, workers: int) -> tuple[list[str], list[dict]]:
     """Case names and cases of one child: every spec, plus balance repeats at P=3, 4."""
     names = list(SPECS)
-    if workers in BALANCE_COUNTS:
+    if scheme == "balanced" and workers in BALANCE_COUNTS:
         names += [f"repeat-{i}" for i in range(1, REPEATS)]  # "default" is the first repeat
     specs = [SPECS.get(name, GRADING) for name in names]
     return names, [{"args": (spec,), "everywhere": True} for spec in specs]
 
 
 def _outcomes(grading, backend: str, scheme: str, workers: int) -> dict[str, Outcome]:
-    names, cases = _cases(workers)
+    names, cases = _cases(scheme, workers)
     extra = {"view": "balanced"} if backend == "ipp" and scheme == "balanced" else {}
     outcomes = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}", cases,
                            workers, key="specs", **extra)
@@ -247,33 +248,50 @@ def test_mandelbrot_trace(grading, settings, backend, scheme):
 @pytest.mark.parametrize(("backend", "scheme"), [s for s in SCHEMES if s[1] == "balanced"],
                          ids=[i for i in IDS if i.endswith("balanced")])
 def test_mandelbrot_balance(grading, settings, backend, scheme):
-    """Balanced beats row blocks: median R over the repeats <= R_MAX at P=3 and P=4."""
+    """Balanced beats row blocks: the best R of the repeats <= R_MAX at P=3 and P=4.
+
+    A static decomposition gives the same R every run, so any one run judges it; a dynamic
+    schedule balances finish times, and on a busy machine a worker starved of CPU does less
+    work, so R of work varies from run to run: one run at R <= R_MAX shows that the schedule
+    balances. If none of the REPEATS runs does, REPEATS fresh runs get a second chance.
+    """
     counts = [n for n in BALANCE_COUNTS if n in settings.worker_counts]
     if not counts:
         pytest.skip(f"balance is graded at {BALANCE_COUNTS} workers; run with --workers 4")
     for workers in counts:
         outcomes = _outcomes(grading, backend, scheme, workers)
-        names = ["default"] + [n for n in outcomes if n.startswith("repeat-")]
+        runs = [outcomes["default"]] + [o for n, o in outcomes.items() if n.startswith("repeat-")]
         context = f"mandelbrot_{backend}_{scheme} with {workers} workers on the default spec"
-        ratios, finish = [], []
-        for name in names:
-            require_ok(outcomes[name], context)
-            check_trace(outcomes[name], backend, scheme, workers, GRADING, context)
-            ratios.append(imbalance(worker_work(outcomes[name], backend, scheme, workers)))
-            finish.append(finish_ratio(outcomes[name]))
-        median = statistics.median(ratios)
-        if median > R_MAX:
+        ratios = _balance_ratios(runs, backend, scheme, workers, context)
+        if min(ratios) > R_MAX:  # second chance: the machine may have been busy
+            extra = {"view": "balanced"} if backend == "ipp" else {}
+            more = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}",
+                               [{"args": (GRADING,), "everywhere": True}] * REPEATS, workers,
+                               **extra)
+            runs += more
+            ratios += _balance_ratios(more, backend, scheme, workers, context)
+        if min(ratios) > R_MAX:
             blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], workers))
-            worst = names[int(np.argmax(ratios))]
-            ran = rows_by_pid(outcomes[worst])
-            fail(f"{context}: load imbalance R = max/mean of per-worker work is "
-                 f"{', '.join(f'{r:.2f}' for r in ratios)} over {len(ratios)} runs, median "
-                 f"{median:.2f}; a balanced version must reach a median of at most {R_MAX} "
-                 f"(one contiguous block per worker gives {blocks:.2f}). Work = iterations + "
-                 f"{PIXEL_CONSTANT} per pixel. R_finish (max/mean of per-worker finish times): "
-                 f"{', '.join(f'{r:.2f}' for r in finish)}. Rows per process in the run with "
-                 f"R = {max(ratios):.2f}:\n"
-                 + _describe(ran, row_work(GRADING), _labels(outcomes[worst], backend)))
+            worst = runs[int(np.argmax(ratios))]
+            fail(f"{context}: load imbalance R = max/mean of per-worker work was "
+                 f"{', '.join(f'{r:.2f}' for r in ratios)} in {len(ratios)} runs (median "
+                 f"{statistics.median(ratios):.2f}); a balanced version must reach "
+                 f"R <= {R_MAX} in at least one run (one contiguous block per worker gives "
+                 f"{blocks:.2f} every time). Work = iterations + {PIXEL_CONSTANT} per pixel. "
+                 f"R_finish (max/mean of per-worker finish times): "
+                 f"{', '.join(f'{finish_ratio(o):.2f}' for o in runs)}. Rows per process in "
+                 f"the run with R = {max(ratios):.2f}:\n"
+                 + _describe(rows_by_pid(worst), row_work(GRADING), _labels(worst, backend)))
+
+
+def _balance_ratios(runs: list[Outcome], backend: str, scheme: str, workers: int,
+                    context: str) -> list[float]:
+    ratios = []
+    for outcome in runs:
+        require_ok(outcome, context)
+        check_trace(outcome, backend, scheme, workers, GRADING, context)
+        ratios.append(imbalance(worker_work(outcome, backend, scheme, workers)))
+    return ratios
 
 
 # -- analysis: plain functions, each run in a child of its own -------------------------------
