@@ -1,6 +1,6 @@
 """The code that runs in a graded child process: load the target, call it, write results.
 
-Started by the harness as ``python -m grader.child JOBDIR`` (pool and ipyparallel backends) or
+Started by the harness as ``python -m grader.child JOBDIR`` (pool, ipyparallel and plain) or
 ``mpiexec -n P python -m mpi4py -m grader.child JOBDIR`` (MPI, where ``-m mpi4py`` turns an
 uncaught exception on one rank into ``MPI_Abort`` instead of a hang). It reads ``JOBDIR/job.pkl``
 and writes, for every case i and rank r, ``JOBDIR/result-{i}-{r}.pkl``; a missing file is
@@ -212,7 +212,7 @@ def _call(func, args: tuple, ctx) -> dict:
 
     before = copy.deepcopy(args)
     start = time.perf_counter()
-    value = func(*args, ctx)
+    value = func(*args) if ctx is None else func(*args, ctx)
     seconds = time.perf_counter() - start
     changed = _mutated(before, args)
     if changed:
@@ -279,6 +279,22 @@ def run_pool(job: dict, jobdir: str) -> None:
         write_result(jobdir, i, 0, result)
 
 
+def run_plain(job: dict, jobdir: str) -> None:
+    """Call the function with its arguments only (no comm, pool or view): serial exercises."""
+    watch_stacks(jobdir, "the process running it")
+    func, failure = load_function(job)
+    for i, case in enumerate(job["cases"]):
+        if failure:
+            write_result(jobdir, i, 0, failure)
+            continue
+        trace.set_directory(Path(jobdir, f"trace-{i}"))
+        try:
+            result = _call(func, tuple(case["args"]), None)
+        except BaseException as exc:  # noqa: BLE001
+            result = _failure(job, exc)
+        write_result(jobdir, i, 0, result)
+
+
 def run_ipp(job: dict, jobdir: str) -> None:
     import ipyparallel as ipp
 
@@ -321,7 +337,8 @@ def run_ipp(job: dict, jobdir: str) -> None:
 def main(jobdir: str) -> None:
     job = pickle.loads(Path(jobdir, "job.pkl").read_bytes())
     apply_limits(job)
-    {"mpi": run_mpi, "pool": run_pool, "ipp": run_ipp}[job["backend"]](job, jobdir)
+    runners = {"mpi": run_mpi, "pool": run_pool, "ipp": run_ipp, "plain": run_plain}
+    runners[job["backend"]](job, jobdir)
 
 
 if __name__ == "__main__":

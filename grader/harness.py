@@ -376,6 +376,8 @@ def run_job(rt: Runtime, backend: str, module: str, function: str, cases: list[d
 
 def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
     """Run the target's ``module`` as a program under mpiexec; the value is its stdout."""
+    if not (rt.target.directory / f"{module}.py").is_file():
+        return Outcome(MISSING_MODULE, f"{rt.target.display}/{module}.py does not exist")
     jobdir = Path(tempfile.mkdtemp(prefix=f"run-{module}-", dir=rt.workdir))
     cmd = mpi_command(rt, ranks, ["-m", f"{rt.target.package}.{module}"])
     env = child_env({"PYTHONPATH": os.pathsep.join([str(rt.target.directory.parent),
@@ -417,7 +419,7 @@ class Grading:
     def run(self, backend: str, module: str, function: str, cases: list[dict], workers: int,
             key: tuple | None = None, **extra: Any) -> list[Outcome]:
         """Outcomes of ``function`` on ``cases``; with ``key``, computed once per session."""
-        full_key = (backend, module, function, workers, key)
+        full_key = (backend, module, function, workers, key, tuple(sorted(extra.items())))
         if key is not None and full_key in self._cache:
             return self._cache[full_key]
         hung = self._hung.get((backend, module, function))

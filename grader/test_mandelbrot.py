@@ -19,7 +19,6 @@ The analysis functions are plain functions; they run in a child of their own too
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import pytest
 
 from grader.checks import _ranges, fail, require_ok
-from grader.harness import Job, Outcome
+from grader.harness import Outcome
 from problems.mandelbrot import (
     GRADING,
     PIXEL_CONSTANT,
@@ -296,47 +295,10 @@ def _balance_ratios(runs: list[Outcome], backend: str, scheme: str, workers: int
 
 # -- analysis: plain functions, each run in a child of its own -------------------------------
 
-_PLAIN_RUNNER = """
-import pickle, sys, time
-from pathlib import Path
-from grader import child
-from problems import trace
-jobdir = sys.argv[1]
-job = pickle.loads(Path(jobdir, "job.pkl").read_bytes())
-child.watch_stacks(jobdir, "the process running it")
-func, failure = child.load_function(job)
-for i, case in enumerate(job["cases"]):
-    if failure:
-        child.write_result(jobdir, i, 0, failure)
-        continue
-    trace.set_directory(Path(jobdir, f"trace-{i}"))
-    start = time.perf_counter()
-    try:
-        value = func(*case["args"])
-        result = {"status": child.OK, "value": value, "seconds": time.perf_counter() - start}
-    except BaseException as exc:
-        result = child._failure(job, exc)
-    child.write_result(jobdir, i, 0, result)
-"""
-
-
-class _PlainJob(Job):
-    """A job whose function is called with its arguments only (no pool, view or comm)."""
-
-    def command(self, jobdir: Path) -> list[str]:
-        return [sys.executable, "-c", _PLAIN_RUNNER, str(jobdir)]
-
-
-_plain_cache: dict[tuple, list[Outcome]] = {}
-
-
-def _call(runtime, function: str, cases: list[tuple]) -> list[Outcome]:
-    key = (id(runtime), function)
-    if key not in _plain_cache:
-        job = _PlainJob(runtime, "pool", "mandelbrot", function,
-                        [{"args": args} for args in cases], 1)
-        _plain_cache[key] = job.run()
-    return _plain_cache[key]
+def _call(grading, function: str, cases: list[tuple]) -> list[Outcome]:
+    """Outcomes of a plain function (no pool, view or comm), called in a child process."""
+    return grading.run("plain", "mandelbrot", function, [{"args": args} for args in cases], 1,
+                       key="analysis")
 
 
 _rng = np.random.default_rng(3)
@@ -353,9 +315,9 @@ IMBALANCE_INPUTS = [[1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 6.0], [5.0], [0.1, 0.3],
 
 
 @pytest.mark.points(1)
-def test_mandelbrot_chunk_costs(runtime):
+def test_mandelbrot_chunk_costs(grading):
     """chunk_costs sums pixel costs over the numpy.array_split row blocks."""
-    outcomes = _call(runtime, "chunk_costs", COST_INPUTS)
+    outcomes = _call(grading, "chunk_costs", COST_INPUTS)
     for (costs, nchunks), outcome in zip(COST_INPUTS, outcomes, strict=True):
         h, w = costs.shape
         context = f"chunk_costs(pixel_costs of shape ({h}, {w}), nchunks={nchunks})"
@@ -373,9 +335,9 @@ def test_mandelbrot_chunk_costs(runtime):
 
 
 @pytest.mark.points(1)
-def test_mandelbrot_imbalance(runtime):
+def test_mandelbrot_imbalance(grading):
     """imbalance(costs) is max/mean."""
-    outcomes = _call(runtime, "imbalance", [(np.array(c),) for c in IMBALANCE_INPUTS])
+    outcomes = _call(grading, "imbalance", [(np.array(c),) for c in IMBALANCE_INPUTS])
     for costs, outcome in zip(IMBALANCE_INPUTS, outcomes, strict=True):
         context = f"imbalance({np.array2string(np.array(costs), precision=3)})"
         require_ok(outcome, context)
@@ -406,11 +368,11 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.points(1)
-def test_mandelbrot_pixel_times(runtime):
+def test_mandelbrot_pixel_times(grading):
     """pixel_times has one time per pixel that follows the iteration counts."""
     spec = PIXEL_SPEC
     context = f"pixel_times(Spec(w={spec.w}, h={spec.h}))"
-    outcome = _call(runtime, "pixel_times", [(spec,)])[0]
+    outcome = _call(grading, "pixel_times", [(spec,)])[0]
     require_ok(outcome, context)
     times = np.asarray(outcome.value, dtype=float) if outcome.value is not None else None
     if times is None or times.shape != (spec.h, spec.w):
@@ -432,12 +394,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.points(1)
-def test_mandelbrot_plot_distribution(runtime, workdir):
+def test_mandelbrot_plot_distribution(grading, workdir):
     """plot_distribution writes a real, non-blank PNG."""
     path = Path(workdir, f"distribution-{time.time_ns()}.png")
     times = (serial_image(GRADING) * 1.2e-7 + 3e-7)
     context = "plot_distribution(pixel_times, 4, path)"
-    outcome = _call(runtime, "plot_distribution", [(times, 4, str(path))])[0]
+    outcome = _call(grading, "plot_distribution", [(times, 4, str(path))])[0]
     require_ok(outcome, context)
     if not path.is_file():
         fail(f"{context}: no file was written at path")

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -82,35 +79,14 @@ def compute_rows(spec: Spec, rows: Iterable[int]) -> np.ndarray:
     which rows. Work units: the sum over the pixels of iterations + ``PIXEL_CONSTANT``.
     """
     rows = [int(k) for k in rows]
-    start, cpu = time.time(), time.process_time()
     out = np.zeros((len(rows), spec.w), dtype=np.intc)
-    for i, k in enumerate(rows):
-        y = spec.y1 + k * spec.dy
-        for j in range(spec.w):
-            out[i, j] = mandelbrot(spec.x1 + j * spec.dx, y, spec.maxit)
-    units = float(out.sum()) + PIXEL_CONSTANT * out.size
-    _trace_done("mandelbrot.compute_rows", rows, units, start, cpu)
+    with trace.record("mandelbrot.compute_rows", task=rows) as rec:
+        for i, k in enumerate(rows):
+            y = spec.y1 + k * spec.dy
+            for j in range(spec.w):
+                out[i, j] = mandelbrot(spec.x1 + j * spec.dx, y, spec.maxit)
+        rec.units = float(out.sum()) + PIXEL_CONSTANT * out.size  # known only now
     return out
-
-
-def _trace_done(kernel: str, task: list[int], units: float, start: float, cpu: float) -> None:
-    """One trace record for work that started at ``start`` (``problems.trace`` format).
-
-    ``trace.record`` wants the work units when the work begins; ours are the iteration
-    counts, known only at the end, so the record is written here in the same format.
-    """
-    where = trace.directory()
-    if where is None:
-        return
-    line = json.dumps({"kernel": kernel, "task": task, "units": units, "pid": os.getpid(),
-                       "host": socket.gethostname(), "start": start, "end": time.time(),
-                       "cpu": time.process_time() - cpu}) + "\n"
-    fd = os.open(Path(where, f"trace-{os.getpid()}.jsonl"),
-                 os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        os.write(fd, line.encode())  # one write per record: lines never interleave
-    finally:
-        os.close(fd)
 
 
 def serial_image(spec: Spec = DEFAULT) -> np.ndarray:

@@ -50,19 +50,30 @@ class Record:
     cpu: float  # process CPU seconds spent in the call
 
 
+@dataclass
+class Pending:
+    """The record being written: set ``units`` inside the ``with`` block if known only then."""
+
+    units: float
+
+
 @contextmanager
-def record(kernel: str, task: object, units: float) -> Iterator[None]:
-    """Trace the enclosed work as one record (no-op when tracing is off)."""
+def record(kernel: str, task: object, units: float = 0.0) -> Iterator[Pending]:
+    """Trace the enclosed work as one record (no-op when tracing is off).
+
+    ``with record("k", task=rows) as rec: ...; rec.units = work`` sets units known only at the end.
+    """
+    pending = Pending(units)
     where = directory()
     if where is None:
-        yield
+        yield pending
         return
     start, cpu = time.time(), time.process_time()
-    yield
+    yield pending
     rec = {
         "kernel": kernel,
         "task": task,
-        "units": units,
+        "units": float(pending.units),
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "start": start,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from problems.mandelbrot import Spec, compute_rows, mandelbrot
+from problems.pools import pool_size
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -181,8 +182,7 @@ def _rows_task(task: tuple[Spec, list[int]]) -> tuple[list[int], np.ndarray]:
 
 def mandelbrot_pool_chunked(spec: Spec, pool) -> np.ndarray:
     """One contiguous row block per pool worker."""
-    # A Pool does not expose its size publicly; _processes is the count it was created with.
-    blocks = _blocks(spec.h, pool._processes)
+    blocks = _blocks(spec.h, pool_size(pool))
     # chunksize=1: one block per task, so no worker is handed two blocks in one go.
     return np.vstack(pool.starmap(compute_rows, [(spec, b) for b in blocks], chunksize=1))
 

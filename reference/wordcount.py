@@ -21,6 +21,7 @@ import heapq
 import os
 from collections import Counter
 
+from problems.pools import pool_size
 from problems.wordcount import count_file
 
 
@@ -78,7 +79,7 @@ _BATCHES_PER_WORKER = 4
 def wordcount_pool(paths: list, pool) -> Counter:
     """Byte-balanced batches handed out dynamically to the pool; counts summed as they arrive."""
     paths = list(paths)
-    workers = getattr(pool, "_processes", None) or os.cpu_count() or 1  # Pool has no public size
+    workers = pool_size(pool)
     batches = [b for b in _batches(paths, min(len(paths), workers * _BATCHES_PER_WORKER)) if b]
     total: Counter = Counter()
     for partial in pool.imap_unordered(count_batch, batches):

@@ -67,7 +67,10 @@ def mandelbrot_ipp_chunked(spec: Spec, view) -> np.ndarray:
 
 
 def mandelbrot_pool_chunked(spec: Spec, pool) -> np.ndarray:
-    """As many contiguous ``array_split`` blocks as the pool has workers, one task each."""
+    """As many contiguous ``array_split`` blocks as the pool has workers, one task each.
+
+    ``problems.pools.pool_size(pool)`` tells how many workers the pool has.
+    """
     raise NotImplementedError("exercise 3: mandelbrot_pool_chunked")
 
 
