@@ -347,6 +347,9 @@ def describe_death(code: int, output: str, job: Job) -> str:
         sig = int(m["signal"])
         if sig == signal.SIGXCPU:
             return f"a rank exceeded the CPU time limit of {cpu} s{where}"
+        if sig == signal.SIGKILL:  # mpiexec kills the other ranks when one exits early
+            return ("a rank ended without returning (sys.exit, os._exit, or killed with SIGKILL, "
+                    "e.g. out of memory); the other ranks were stopped")
         return f"a rank was killed by {_SIGNALS.get(sig, m['what'])} (signal {sig}){where}"
     if code < 0 and -code == signal.SIGXCPU:
         return f"the process exceeded the CPU time limit of {cpu} s{where}"

@@ -150,8 +150,6 @@ class Scoreboard:
     """Points per graded test, summed per exercise, printed at the end of the run."""
 
     def __init__(self) -> None:
-        self.earned: dict[str, float] = {}
-        self.possible: dict[str, float] = {}
         self.outcomes: dict[str, tuple[str, float, float]] = {}  # nodeid -> (exercise, got, max)
 
     def add_item(self, item: pytest.Item) -> None:
@@ -162,13 +160,6 @@ class Scoreboard:
         exercise = item.path.stem.removeprefix("test_")
         item.user_properties += [("exercise", exercise), ("points", points)]
         self.outcomes[item.nodeid] = (exercise, 0.0, points)
-        self.possible[exercise] = self.possible.get(exercise, 0.0) + points
-
-    def remove(self, nodeid: str) -> None:
-        """Forget a deselected test (``-k``): it is worth nothing in this run."""
-        if nodeid in self.outcomes:
-            exercise, _, points = self.outcomes.pop(nodeid)
-            self.possible[exercise] -= points
 
     def add_report(self, report: pytest.TestReport) -> None:
         if report.nodeid not in self.outcomes:
@@ -254,10 +245,6 @@ class _ScoreReporter:
         self.scores.add_report(report)
         self.results.add(report.nodeid, report.when, report.outcome, report.duration,
                          report.longrepr)
-
-    def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            self.scores.remove(item.nodeid)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:

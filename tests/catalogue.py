@@ -64,7 +64,8 @@ CATALOGUE: list[Broken] = [
            {"hello": [("    print(greeting(MPI.COMM_WORLD), flush=True)",
                        "    if MPI.COMM_WORLD.Get_rank() == 0:\n"
                        "        print(greeting(MPI.COMM_WORLD), flush=True)")]},
-           ("test_hello_program[P2]",), "printed 1 lines"),
+           ("test_hello_program[P2]", "test_hello_program[P3]", "test_hello_program[P4]"),
+           "printed 1 lines"),
     Broken("matmul_wrong_product", "matmul",
            {"matmul": [(_IMPORT_MULTIPLY,
                         "from problems.matmul import multiply as _multiply\n\n\n"
@@ -194,4 +195,33 @@ ROBUSTNESS: list[Broken] = [
            {"matmul": [("def matmul_pool(", "def matmul_with_pool(")]},
            ("test_matmul[pool-", "test_matmul_parallel[pool]", "test_matmul_hidden[pool-"),
            "has no function matmul_pool"),
+]
+
+# -- fake parallelism in the Mandelbrot and word-count exercises ----------------------------------
+_POOL_CHUNKED = "    blocks = _blocks(spec.h, pool_size(pool))\n"
+ROBUSTNESS += [
+    Broken("pool_balanced_is_chunked", "mandelbrot", {"mandelbrot": [(
+        '    """Small row batches handed out dynamically, results placed as they arrive."""\n',
+        '    """Small row batches handed out dynamically, results placed as they arrive."""\n'
+        "    return mandelbrot_pool_chunked(spec, pool)\n")]},
+        ("test_mandelbrot_balance[pool-balanced]",), "load imbalance R = max/mean",
+        select="mandelbrot and pool and balanced"),
+    Broken("pool_chunked_is_cyclic", "mandelbrot", {"mandelbrot": [(
+        _POOL_CHUNKED + "    # chunksize=1: one block per task, so no worker is handed two blocks"
+                        " in one go.\n"
+                        "    return np.vstack(pool.starmap(compute_rows, [(spec, b) for b in "
+                        "blocks], chunksize=1))\n",
+        "    n = pool_size(pool)\n"
+        "    blocks = [list(range(i, spec.h, n)) for i in range(n)]  # cyclic rows\n"
+        "    image = np.empty((spec.h, spec.w), dtype=np.intc)\n"
+        "    parts = pool.starmap(compute_rows, [(spec, b) for b in blocks])\n"
+        "    for rows, part in zip(blocks, parts):\n"
+        "        image[rows] = part\n    return image\n")]},
+        ("test_mandelbrot_trace[pool-chunked]",), "chunked means one contiguous block per worker",
+        select="mandelbrot and pool and chunked"),
+    Broken("ipp_counts_in_client", "wordcount", {"wordcount": [(
+        "    partials = view.map_sync(count_batch, batches)\n",
+        "    partials = [count_batch(batch) for batch in batches]\n")]},
+        ("test_wordcount[ipp-", "test_wordcount_parallel[ipp]"), "in the calling process",
+        select="wordcount and ipp"),
 ]

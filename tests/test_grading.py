@@ -67,7 +67,7 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
         run = run_grader(tmp_path, "--target", "reference", "--workers", "2",
                          "--ipp-connect", str(connection), "-k", "matmul and ipp")
         assert run.returncode == 0, run.output[-3000:]
-        assert len(run.passed()) == 6
+        assert len(run.passed()) >= 6 and not run.failed()
         assert cluster.poll() is None, "the grader must not stop a cluster it did not start"
     finally:
         import psutil

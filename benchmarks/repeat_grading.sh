@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Flake check: grade the reference N times, optionally beside BUSY busy-loop processes, and
+# print one line per run (exit code, score line, wall seconds).
+# usage: benchmarks/repeat_grading.sh N [BUSY]   (run from the kit root, venv active)
+set -u
+runs=${1:-20}
+busy=${2:-0}
+pids=()
+for _ in $(seq 1 "$busy"); do
+    python -c "while True: pass" &
+    pids+=($!)
+done
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done' EXIT
+for i in $(seq 1 "$runs"); do
+    start=$(date +%s.%N)
+    out=$(pytest grader --target reference -q -p no:cacheprovider 2>&1)
+    code=$?
+    end=$(date +%s.%N)
+    score=$(grep -E '^total' <<<"$out" | tr -s ' ')
+    printf 'run %2d busy=%d exit=%d %s %.1fs\n' "$i" "$busy" "$code" "$score" "$(echo "$end - $start" | bc)"
+    [ "$code" -eq 0 ] || grep -E '^FAILED' <<<"$out"
+done
