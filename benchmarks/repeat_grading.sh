@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Flake check: grade the reference N times, optionally beside BUSY busy-loop processes, and
-# print one line per run (exit code, score line, wall seconds).
-# usage: benchmarks/repeat_grading.sh N [BUSY]   (run from the kit root, venv active)
+# print one line per run (exit code, score line, wall seconds). Further arguments go to pytest.
+# usage: benchmarks/repeat_grading.sh N [BUSY [PYTEST ARGS...]]   (from the kit root, venv on)
+# e.g.   benchmarks/repeat_grading.sh 50 2 -k mandelbrot_balance
 set -u
 runs=${1:-20}
 busy=${2:-0}
+shift $(( $# < 2 ? $# : 2 ))
 pids=()
 for _ in $(seq 1 "$busy"); do
     python -c "while True: pass" &
@@ -13,7 +15,7 @@ done
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done' EXIT
 for i in $(seq 1 "$runs"); do
     start=$(date +%s.%N)
-    out=$(pytest grader --target reference -q -p no:cacheprovider 2>&1)
+    out=$(pytest grader --target reference -q -p no:cacheprovider "$@" 2>&1)
     code=$?
     end=$(date +%s.%N)
     score=$(grep -E '^total' <<<"$out" | tr -s ' ')
