@@ -450,10 +450,17 @@ class Grading:
         """The target's module run as a program under mpiexec (cached)."""
         key = ("program", module, ranks)
         if key not in self._cache:
+            hung = self._hung.get(("program", module))
             if self.rt.mpi_error:
                 self._cache[key] = [Outcome(CRASHED, self.rt.mpi_error)]
+            elif hung:  # as for functions: one hang per program and session
+                self._cache[key] = [Outcome(TIMEOUT, f"not run: {hung}")]
             else:
-                self._cache[key] = [run_module(self.rt, module, ranks)]
+                outcome = run_module(self.rt, module, ranks)
+                if outcome.status == TIMEOUT:
+                    self._hung[("program", module)] = (f"it hung with {ranks} processes earlier "
+                                                       f"in this run ({outcome.message})")
+                self._cache[key] = [outcome]
         return self._cache[key][0]
 
 
