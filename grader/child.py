@@ -255,44 +255,46 @@ def run_mpi(job: dict, jobdir: str) -> None:
         comm.Free()
 
 
-def run_pool(job: dict, jobdir: str) -> None:
-    import multiprocessing
-
-    watch_stacks(jobdir, "client (the process that owns the pool)")
+def _run_cases(job: dict, jobdir: str, label: str, call_case) -> None:
+    """The loop of the single-process runners: load the function once, then per case turn
+    tracing on (work in this process is evidence too), ``call_case(func, args, trace_dir)``,
+    and write the result."""
+    watch_stacks(jobdir, label)
     func, failure = load_function(job)
     for i, case in enumerate(job["cases"]):
         if failure:
             write_result(jobdir, i, 0, failure)
             continue
         trace_dir = str(Path(jobdir, f"trace-{i}"))
-        trace.set_directory(trace_dir)  # work done in the client is traced too: it is evidence
+        trace.set_directory(trace_dir)
         try:
-            # A fresh pool per case; leaving the with-block terminates its workers.
-            init = (jobdir, trace_dir)
-            with multiprocessing.Pool(job["workers"], _pool_worker_init, init) as pool:
-                result = _call(func, tuple(case["args"]), pool)
+            result = call_case(func, tuple(case["args"]), trace_dir)
+        except BaseException as exc:  # noqa: BLE001
+            result = _failure(job, exc)
+        write_result(jobdir, i, 0, result)
+
+
+def run_pool(job: dict, jobdir: str) -> None:
+    import multiprocessing
+
+    def call_case(func, args: tuple, trace_dir: str) -> dict:
+        # A fresh pool per case; leaving the with-block terminates its workers.
+        try:
+            with multiprocessing.Pool(job["workers"], _pool_worker_init,
+                                      (jobdir, trace_dir)) as pool:
+                result = _call(func, args, pool)
         except BaseException as exc:  # noqa: BLE001
             result = _failure(job, exc)
         left = leftover_children(tagged=True)
-        if left:
-            result = _leaked(left)
-        write_result(jobdir, i, 0, result)
+        return _leaked(left) if left else result
+
+    _run_cases(job, jobdir, "client (the process that owns the pool)", call_case)
 
 
 def run_plain(job: dict, jobdir: str) -> None:
     """Call the function with its arguments only (no comm, pool or view): serial exercises."""
-    watch_stacks(jobdir, "the process running it")
-    func, failure = load_function(job)
-    for i, case in enumerate(job["cases"]):
-        if failure:
-            write_result(jobdir, i, 0, failure)
-            continue
-        trace.set_directory(Path(jobdir, f"trace-{i}"))
-        try:
-            result = _call(func, tuple(case["args"]), None)
-        except BaseException as exc:  # noqa: BLE001
-            result = _failure(job, exc)
-        write_result(jobdir, i, 0, result)
+    _run_cases(job, jobdir, "the process running it",
+               lambda func, args, trace_dir: _call(func, args, None))
 
 
 def run_ipp(job: dict, jobdir: str) -> None:

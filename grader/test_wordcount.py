@@ -137,8 +137,7 @@ def require_trace(outcome, paths: list[str], backend: str, context: str) -> Coun
     """
     records = [r for r in outcome.records if r.kernel == KERNEL]
     counted = Counter(str(r.task) for r in records)
-    # Only worker processes (pool workers, engines, MPI ranks) are sure to be traced: a document
-    # counted in the calling process of a pool or ipyparallel run may leave no record at all.
+    # No record at all: count_file was not used (the client is traced too, see below).
     where = {"mpi": "on the MPI ranks", "ipp": "on the engines", "pool": "in the pool workers"}
     if paths and not records:
         fail(f"{context}: no document was counted by problems.wordcount.count_file(path) "
