@@ -20,5 +20,9 @@ for i in $(seq 1 "$runs"); do
     end=$(date +%s.%N)
     score=$(grep -E '^total' <<<"$out" | tr -s ' ')
     printf 'run %2d busy=%d exit=%d %s %.1fs\n' "$i" "$busy" "$code" "$score" "$(echo "$end - $start" | bc)"
-    [ "$code" -eq 0 ] || grep -E '^FAILED' <<<"$out"
+    if [ "$code" -ne 0 ]; then
+        grep -E '^FAILED' <<<"$out"
+        printf '%s\n' "$out" > "repeat-failure-$i.txt"  # the whole output, for the R values
+        echo "    (full output in repeat-failure-$i.txt)"
+    fi
 done

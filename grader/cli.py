@@ -4,6 +4,8 @@
   tests), installable with ``pip install -e DEST``.
 - ``parakit validate``: checks the grader itself: the reference gets full marks, the stubs get
   zero, every graded test fails for at least one broken submission of ``tests/catalogue.py``.
+- ``parakit bench [PROBLEM...]``: times the serial baseline and every backend over worker
+  counts and sizes; tables, JSON and plots (``grader.bench``).
 - ``parakit grade SUBMISSION...``: grades many submissions, a few at once, each in its own
   ``pytest`` process with a time limit, and writes a gradebook (CSV) plus each one's reports.
 
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from grader import proctree, reports
+from grader import bench, proctree, reports
 
 KIT = Path(__file__).resolve().parent.parent
 RELEASED = ["problems", "student", "grader", "docs", "conftest.py", "pyproject.toml",
@@ -281,7 +283,7 @@ def _release_pyproject(dest: Path) -> None:
         raise RuntimeError(f"{path}: expected one `packages = [...]` line under "
                            "[tool.setuptools]")
     kept = [p for p in re.findall(r"[\"']([\w.]+)[\"']", found[0])
-            if (dest / p / "__init__.py").exists()]
+            if (dest / p.replace(".", "/") / "__init__.py").exists()]
     text = line.sub("packages = [" + ", ".join(f'"{p}"' for p in kept) + "]", text)
     text = re.sub(r"(?m)^parakit\s*=\s*\"grader\.cli:main\"\n", "", text)
     text = re.sub(r"(?m)^\[project\.scripts\]\n(?=\s*(\[|$))", "", text)
@@ -433,6 +435,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="grader-results", help="gradebook and reports (default: "
                                                            "grader-results)")
     p.set_defaults(func=cmd_grade)
+    p = sub.add_parser("bench", help="time serial and parallel versions: speedup, scaling, "
+                       "plots", description=bench.__doc__.split("\n\n")[0])
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.main)
     return top
 
 

@@ -27,7 +27,7 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
     assert not (dest / "grader" / "cli.py").exists()
     assert not list(dest.rglob("__pycache__"))
     pyproject = (dest / "pyproject.toml").read_text()
-    assert 'packages = ["problems", "student", "grader"]' in pyproject
+    assert 'packages = ["problems", "student", "grader", "grader.bench"]' in pyproject
     assert "grader.cli" not in pyproject
     workflow = (dest / ".github" / "workflows" / "classroom.yml").read_text()
     assert "KIT_REPO: course/kit" in workflow and "KIT_REF: v1" in workflow
@@ -55,6 +55,16 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
     assert all(re.match(r"not implemented yet: student/\w+\.py \w+$", t["output"])
                for t in tests), [t["output"] for t in tests][:5]
     assert not [t for t in tests if t["name"].startswith("hidden/")]
+
+    # The benchmark works in the release too: the student's stubs, and no kit contrasts.
+    bench = subprocess.run([python, "-m", "grader.bench", "matmul", "--size", "matmul=32",
+                            "--workers", "1", "--backends", "pool", "--repeat", "1",
+                            "--out", str(tmp_path / "bench")], cwd=dest, capture_output=True,
+                           text=True, env=clean, timeout=600)
+    assert bench.returncode == 1, bench.stdout[-3000:] + bench.stderr[-3000:]
+    assert "parakit bench: student" in bench.stdout
+    assert re.search(r"pool\s+1\s+not implemented", bench.stdout), bench.stdout
+    assert "contrast" not in bench.stdout
 
 
 def test_grade_writes_a_gradebook_and_survives_broken_submissions(tmp_path):

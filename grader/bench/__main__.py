@@ -1,0 +1,12 @@
+"""``python -m grader.bench``: the same as ``parakit bench`` (the student release has no
+``parakit`` command; this works in the kit and in a release alike)."""
+
+import argparse
+import sys
+
+from grader import bench
+
+parser = argparse.ArgumentParser(prog="python -m grader.bench",
+                                 description=bench.__doc__.split("\n\n")[0])
+bench.add_arguments(parser)
+sys.exit(bench.main(parser.parse_args()))

@@ -1,0 +1,204 @@
+"""One benchmark job in a process of its own: one function, one worker count, every size.
+
+Started by ``grader.bench`` as ``python -m grader.bench.child JOB.json`` (serial, pool,
+ipyparallel) or ``mpiexec -n P python -m mpi4py -m grader.bench.child JOB.json`` (MPI), with
+BLAS and OpenMP pinned to one thread by the environment. It writes ``JOB.json``'s ``out``:
+
+- ``startup``: seconds spent before the first timed call, and what they were (interpreter,
+  imports and ``MPI_Init`` under mpiexec; creating the pool; connecting to the cluster);
+- ``runs``: for every size, the wall seconds of each repetition of the call alone (MPI: between
+  two barriers, on rank 0), and whether every result equals the serial one;
+- ``workers`` (Mandelbrot, with a trace directory): the pid of each worker, in order, after one
+  more, traced, run; the parent reads the trace to draw each worker's work.
+
+A function that raises stops the job: the error is recorded for that size (MPI: written to
+``out.error-RANK`` before ``MPI_Abort``, since the other ranks may be waiting on this one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from grader.bench import workloads
+from problems import trace
+
+
+def load(job: dict) -> Callable:
+    """The timed function: the target's, a contrast of the kit's, or the serial baseline."""
+    variant = job["variant"]
+    if variant["backend"] == "serial":
+        return workloads.serial(job["workload"])
+    if variant["module"].startswith("reference."):
+        module = variant["module"]
+    else:
+        module = f"{Path(job['target_dir']).name}.{variant['module']}"
+    import importlib
+
+    return getattr(importlib.import_module(module), variant["function"])
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the table, the last frames for the JSON."""
+    if isinstance(exc, NotImplementedError):
+        return "not implemented"
+    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return f"{type(exc).__name__}: {exc}\n" + "".join(frames[-3:])
+
+
+def time_sizes(job: dict, call: Callable, root: bool = True,
+               barrier: Callable[[], None] = lambda: None) -> dict:
+    """Time ``call(args)`` ``repeat`` times per size; check results on the root process."""
+    runs: dict = {}
+    is_serial = job["variant"]["backend"] == "serial"
+    for size in job["sizes"]:
+        workload = workloads.WORKLOADS[job["workload"]]
+        if root or workload.everywhere:
+            args = workloads.inputs(workload.name, size, job["datadir"])
+        else:  # MPI: only rank 0 has the inputs
+            args = (None,) * workload.nargs
+        expected, stored = None, workloads.expected_file(job["expected_dir"], workload.name, size)
+        if root and not is_serial:
+            expected = pickle.loads(stored.read_bytes())
+        times, ok = [], True
+        for _ in range(job["repeat"]):
+            barrier()
+            start = time.perf_counter()
+            result = call(args)
+            barrier()
+            times.append(time.perf_counter() - start)
+            if root and is_serial and expected is None:
+                expected = result
+                stored.write_bytes(pickle.dumps(result))
+            elif root:
+                ok = ok and workloads.same(job["workload"], result, expected)
+        runs[size] = {"times": times, "ok": ok}
+    return runs
+
+
+def _write(job: dict, result: dict) -> None:
+    tmp = Path(job["out"] + ".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, job["out"])
+
+
+def measure(job: dict, call: Callable) -> tuple[dict, Callable | None]:
+    """Load the function and time ``call(func, args)``; a failure becomes the result."""
+    try:
+        func = load(job)
+        return time_sizes(job, lambda args: call(func, args)), func
+    except Exception as exc:  # noqa: BLE001  (the job reports it; the bench goes on)
+        return {job["sizes"][0]: {"error": describe(exc)}}, None
+
+
+# -- one runner per backend --------------------------------------------------------------------
+
+def run_serial(job: dict) -> None:
+    runs, _ = measure(job, lambda func, args: func(*args))
+    _write(job, {"startup": None, "runs": runs})
+
+
+def run_pool(job: dict) -> None:
+    import multiprocessing
+
+    begin = time.perf_counter()
+    with multiprocessing.Pool(job["workers"]) as pool:
+        pool.map(abs, range(job["workers"]))  # the workers are up and answering
+        startup = {"seconds": time.perf_counter() - begin, "what": "pool creation"}
+        runs, func = measure(job, lambda func, args: func(*args, pool))
+    result = {"startup": startup, "runs": runs}
+    if job.get("trace") and func is not None:
+        # One more run on a pool that traces, to see which worker did which rows.
+        with multiprocessing.Pool(job["workers"], trace.set_directory, (job["trace"]["dir"],)) \
+                as pool:
+            func(*workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"]), pool)
+            result["workers"] = [p.pid for p in pool._pool]
+    _write(job, result)
+
+
+def _engine_path(paths: list[str], modules: list[str]) -> int:
+    """Run on each engine: the kit and the target importable, the target freshly imported."""
+    import os as _os
+    import sys as _sys
+
+    for entry in reversed(paths):
+        if entry not in _sys.path:
+            _sys.path.insert(0, entry)
+    for name in modules:
+        _sys.modules.pop(name, None)
+    return _os.getpid()
+
+
+def run_ipp(job: dict) -> None:
+    import ipyparallel as ipp
+
+    begin = time.perf_counter()
+    client = ipp.Client(job["connection_file"], timeout=60)
+    try:
+        client.wait_for_engines(job["workers"], timeout=60)
+        targets = sorted(client.ids)[: job["workers"]]
+        package = Path(job["target_dir"]).name
+        paths = [job["kit"], str(Path(job["target_dir"]).parent)]
+        pids = client[targets].apply_sync(_engine_path, paths,
+                                          [f"{package}.{job['variant']['module']}", package])
+        view = (client.load_balanced_view(targets) if job["variant"]["view"] == "balanced"
+                else client[targets])
+        startup = {"seconds": time.perf_counter() - begin,
+                   "what": "connect to the cluster, set up engines"}
+        runs, func = measure(job, lambda func, args: func(*args, view))
+        result = {"startup": startup, "runs": runs}
+        if job.get("trace") and func is not None:
+            client[targets].apply_sync(trace.set_directory, job["trace"]["dir"])
+            func(*workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"]), view)
+            client[targets].apply_sync(trace.set_directory, None)
+            result["workers"] = pids
+        _write(job, result)
+    finally:
+        client.close()
+
+
+def run_mpi(job: dict) -> None:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    comm.Barrier()
+    rank = comm.Get_rank()
+    startup = {"seconds": time.time() - job["launched"],
+               "what": "mpiexec launch: interpreters, imports, MPI_Init"}
+    try:
+        func = load(job)
+        runs = time_sizes(job, lambda args: func(*args, comm), root=rank == 0,
+                          barrier=comm.Barrier)
+        workers = None
+        if job.get("trace"):
+            trace.set_directory(job["trace"]["dir"])
+            spec = workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"])
+            func(*spec, comm)
+            trace.set_directory(None)
+            workers = comm.gather(os.getpid(), root=0)
+    except Exception as exc:  # noqa: BLE001
+        # Say what went wrong before aborting: the other ranks may wait forever otherwise.
+        Path(f"{job['out']}.error-{rank}").write_text(describe(exc))
+        sys.stdout.flush()
+        comm.Abort(1)
+    if rank == 0:
+        _write(job, {"startup": startup, "runs": runs, "workers": workers})
+
+
+def main(path: str) -> None:
+    job = json.loads(Path(path).read_text())
+    # The target importable here and in every process started from here (pool workers are
+    # forked before the function is loaded, and unpickle its tasks by module name).
+    sys.path.insert(0, str(Path(job["target_dir"]).parent))
+    runners = {"serial": run_serial, "pool": run_pool, "ipp": run_ipp, "mpi": run_mpi}
+    runners[job["variant"]["backend"]](job)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

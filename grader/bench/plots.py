@@ -1,0 +1,153 @@
+"""The pictures of ``parakit bench`` (matplotlib, headless): scaling plots for every problem and
+size, and for Mandelbrot the picture, per-pixel times, per-block costs and per-worker work."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+from grader.bench import workloads
+from problems.mandelbrot import chunk_costs, imbalance, mandelbrot
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def scaling(results: list[dict], workload: str, size: str, path: Path) -> Path:
+    """Median time and speedup against workers, one line per function, with the ideal line."""
+    plt = _pyplot()
+    mine = [r for r in results if r["workload"] == workload and r["size"] == size
+            and r["median"] and r["ok"]]
+    serial = next((r["median"] for r in mine if r["backend"] == "serial"), None)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    lines = [r for r in mine if r["backend"] != "serial" and not r["contrast"]]
+    labels = list(dict.fromkeys(f"{r['backend']} {r['scheme']}".strip() for r in lines))
+    most = max([r["workers"] for r in lines], default=1)
+    for label in labels:
+        points = sorted((r["workers"], r["median"]) for r in lines
+                        if f"{r['backend']} {r['scheme']}".strip() == label)
+        workers, seconds = zip(*points, strict=True)
+        left.plot(workers, seconds, "o-", label=label)
+        if serial:
+            right.plot(workers, [serial / s for s in seconds], "o-", label=label)
+    if serial:
+        left.axhline(serial, color="k", ls="--", lw=1, label="serial")
+        right.plot([1, most], [1, most], color="k", ls="--", lw=1, label="ideal")
+    cpus = os.cpu_count() or 1
+    for ax in (left, right):
+        if cpus < most:
+            ax.axvline(cpus, color="grey", ls=":", lw=1, label=f"{cpus} cores")
+        ax.set_xlabel("workers (processes)")
+        ax.set_xticks(sorted({r["workers"] for r in lines} or {1}))
+    left.set_ylabel("median time (s), start-up excluded")
+    left.set_yscale("log")
+    right.set_ylabel("speedup over serial")
+    left.legend(fontsize=8)
+    fig.suptitle(f"{workload} {size}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def pixel_seconds(spec) -> np.ndarray:
+    """Wall seconds of each pixel's escape-time loop, shape ``(h, w)``."""
+    out = np.empty((spec.h, spec.w))
+    clock = time.perf_counter
+    for k in range(spec.h):
+        y = spec.y1 + k * spec.dy
+        for j in range(spec.w):
+            begin = clock()
+            mandelbrot(spec.x1 + j * spec.dx, y, spec.maxit)
+            out[k, j] = clock() - begin
+    return out
+
+
+def mandelbrot_figure(results: list[dict], size: str, workers: int, image_file: Path,
+                      path: Path) -> Path:
+    """The picture, the per-pixel time histogram, the per-block costs at ``workers`` blocks and,
+    per backend, each worker's share of the work, chunked beside balanced (from the traces)."""
+    plt = _pyplot()
+    spec = workloads.inputs("mandelbrot", size, "")[0]
+    seconds = pixel_seconds(spec)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    picture, hist, blocks = axes[0]
+    if image_file.exists():
+        image = pickle.loads(image_file.read_bytes())
+        picture.imshow(image, cmap="nipy_spectral", origin="lower", aspect="auto",
+                       extent=(spec.x1, spec.x2, spec.y1, spec.y2))
+    picture.set_title(f"{spec.w}x{spec.h}, maxit {spec.maxit}")
+    micro = seconds.ravel() * 1e6
+    # A pixel interrupted by the OS can take milliseconds: such outliers would squash the
+    # histogram, so it stops at the 99.9th percentile and says how many it left out.
+    top = np.percentile(micro, 99.9)
+    hist.hist(micro[micro <= top], bins=60, log=True)
+    hist.set_xlabel("time per pixel (µs)")
+    hist.set_ylabel("pixels")
+    hist.set_title(f"per-pixel times: total {seconds.sum():.2f} s"
+                   + (f", {np.sum(micro > top)} above {top:.0f} µs not shown" if top else ""))
+    costs = chunk_costs(seconds, workers)
+    blocks.bar(range(workers), costs)
+    blocks.axhline(costs.mean(), color="k", ls="--", lw=1)
+    blocks.set_xticks(range(workers))
+    blocks.set_xlabel("row block")
+    blocks.set_ylabel("seconds")
+    blocks.set_title(f"{workers} row blocks: R = max/mean = {imbalance(costs):.2f}")
+    for ax, backend in zip(axes[1], workloads.BACKENDS, strict=True):
+        _work_bars(ax, results, backend, size, workers)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _work_bars(ax, results: list[dict], backend: str, size: str, workers: int) -> None:
+    width = 0.4
+    for offset, scheme in ((-width / 2, "chunked"), (width / 2, "balanced")):
+        row = next((r for r in results if (r["workload"], r["backend"], r["scheme"], r["size"],
+                                           r["workers"]) == ("mandelbrot", backend, scheme, size,
+                                                              workers) and r["worker_work"]),
+                   None)
+        if row is None:
+            continue
+        work = np.array(row["worker_work"])
+        computing = work[1:] if backend == "mpi" and scheme == "balanced" and workers > 1 \
+            else work
+        share = work / computing.mean()  # 1 = a perfect share of the work
+        ax.bar(np.arange(len(work)) + offset, share, width,
+               label=f"{scheme}: R = {imbalance(computing):.2f}")
+    ax.axhline(1, color="k", ls="--", lw=1)
+    ax.set_xticks(range(workers))
+    ax.set_title(f"{backend}, {workers} workers: work per worker")
+    ax.set_xlabel("worker" + (" (rank 0: the balanced master)" if backend == "mpi" else ""))
+    ax.set_ylabel("work / ideal share")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def write_all(document: dict, plan) -> list[Path]:
+    """Every plot of the run; the paths written."""
+    results = document["results"]
+    written = []
+    for workload in plan.workloads:
+        for size in plan.sizes[workload]:
+            if any(r["workload"] == workload and r["size"] == size and r["median"]
+                   for r in results):
+                name = f"{workload}-{size.replace(':', '-')}.png"
+                written.append(scaling(results, workload, size, plan.out / name))
+    if "mandelbrot" in plan.workloads:
+        size = plan.sizes["mandelbrot"][-1]
+        image = workloads.expected_file(plan.out / "work", "mandelbrot", size)
+        written.append(mandelbrot_figure(results, size, plan.trace_workers, image,
+                                         plan.out / "mandelbrot-analysis.png"))
+    return written

@@ -1,0 +1,154 @@
+"""What ``parakit bench`` says: speedups, tables, the comparisons, per-worker work from traces.
+
+``results`` throughout is the list of ``grader.bench.Measured`` rows of one run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from problems import trace
+from problems.mandelbrot import imbalance
+
+SKIPPED = "skipped after the error above"
+STARTUP_NAMES = {"mpi": "mpiexec launch", "pool": "pool creation", "ipp": "connect"}
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def brief(rows: list) -> str:
+    """The progress line's end: each size's median, or the error (once)."""
+    parts = []
+    for row in rows:
+        if row.error == SKIPPED:
+            continue
+        if row.error:
+            parts.append(f"{row.size}: {_first_line(row.error)}")
+        else:
+            parts.append(f"{row.size}: {row.median:.3f} s" + ("" if row.ok else " WRONG RESULT"))
+    return "  ".join(parts)
+
+
+def serial_of(results: list, row):
+    """The serial baseline row of the same problem and size, if it ran."""
+    for r in results:
+        if (r.backend == "serial" and r.workload == row.workload and r.size == row.size
+                and r.times):
+            return r
+    return None
+
+
+def fill_speedups(results: list) -> None:
+    """speedup = serial median / median, efficiency = speedup / workers."""
+    for row in results:
+        base = serial_of(results, row)
+        if row.backend != "serial" and row.times and base is not None:
+            row.speedup = base.median / row.median
+            row.efficiency = row.speedup / row.workers
+
+
+def worker_ratio(row) -> float | None:
+    """R = max/mean of per-worker work over the workers that should compute (an MPI
+    master-worker's rank 0 only schedules)."""
+    work = list(row.worker_work)
+    if row.backend == "mpi" and row.scheme == "balanced" and len(work) >= 2:
+        work = work[1:]
+    return imbalance(work) if work and sum(work) > 0 else None
+
+
+def attach_work(row, pids: list[int], trace_dir: Path) -> None:
+    """Each worker's work units and busy seconds, from the trace of one run, in pid order."""
+    units: dict[int, float] = defaultdict(float)
+    busy: dict[int, float] = defaultdict(float)
+    for rec in trace.read(trace_dir):
+        units[rec.pid] += rec.units
+        busy[rec.pid] += rec.end - rec.start
+    row.worker_work = [units[p] for p in pids]
+    row.worker_busy = [busy[p] for p in pids]
+
+
+def table(workload: str, results: list, cluster_seconds: float | None) -> str:
+    """The terminal table of one problem: a block per size."""
+    rows = [r for r in results if r.workload == workload]
+    lines = []
+    for size in dict.fromkeys(r.size for r in rows):
+        base = next((r for r in rows if r.size == size and r.backend == "serial"), None)
+        head = f"\n{workload} {size}: serial "
+        head += (f"{base.median:.3f} s (median of {len(base.times)})" if base and base.times
+                 else f"failed: {_first_line(base.error) if base else 'not run'}")
+        lines += [head, f"  {'':<22}{'P':>3} {'median s':>10} {'speedup':>8} "
+                  f"{'efficiency':>10}   start-up (not in the median)"]
+        for r in rows:
+            if r.size != size or r.backend == "serial" or r.error == SKIPPED:
+                continue
+            name = r.label + (" [contrast]" if r.contrast else "")
+            if r.error:
+                lines.append(f"  {name:<22}{r.workers:>3}   {_first_line(r.error)}")
+                continue
+            speed = f"{r.speedup:8.2f} {r.efficiency:10.2f}" if r.speedup else f"{'':19}"
+            start = _startup_text(r, cluster_seconds)
+            wrong = "   WRONG RESULT" if not r.ok else ""
+            lines.append(f"  {name:<22}{r.workers:>3} {r.median:10.3f} {speed}   {start}{wrong}")
+    return "\n".join(lines)
+
+
+def _startup_text(row, cluster_seconds: float | None) -> str:
+    if not row.startup:
+        return ""
+    text = f"{row.startup['seconds']:.2f} s {STARTUP_NAMES.get(row.backend, '')}"
+    if row.backend == "ipp" and cluster_seconds:
+        text += f" (+ cluster start {cluster_seconds:.1f} s, once)"
+    return text
+
+
+def _find(results: list, workload: str, size: str, backend: str, scheme: str, workers: int):
+    for r in results:
+        if (r.workload, r.size, r.backend, r.scheme, r.workers) == (
+                workload, size, backend, scheme, workers) and r.times and r.ok:
+            return r
+    return None
+
+
+def comparisons(results: list) -> list[dict]:
+    """The ratios that teach, for every pair measured in this run (slower / faster idea)."""
+    pairs = [  # (workload, backend, worse scheme, better scheme, what it shows)
+        ("matmul", "mpi", "pickle", "", "pickle-based scatter/gather/bcast vs "
+         "Scatterv/Gatherv/Bcast on buffers"),
+        ("matmul", "pool", "ship-b", "per-worker", "B pickled with every task vs B given "
+         "once per worker (initializer)"),
+        ("matmul", "pool", "per-worker", "", "B once per worker (a new pool per call) vs the "
+         "reference's memory-mapped files"),
+    ] + [("mandelbrot", b, "chunked", "balanced", "one row block per worker vs small "
+          "batches scheduled dynamically") for b in ("mpi", "ipp", "pool")]
+    out = []
+    for row in results:
+        for workload, backend, worse, better, what in pairs:
+            if (row.workload, row.backend, row.scheme) != (workload, backend, worse) \
+                    or not row.times or not row.ok:
+                continue
+            good = _find(results, workload, row.size, backend, better, row.workers)
+            if good is None or (workload == "mandelbrot" and row.workers < 2):
+                continue
+            out.append({"workload": workload, "size": row.size, "backend": backend,
+                        "workers": row.workers, "slower": worse or backend,
+                        "faster": better or backend, "slower_s": row.median,
+                        "faster_s": good.median, "ratio": row.median / good.median,
+                        "what": what,
+                        "imbalance": {worse: worker_ratio(row), better: worker_ratio(good)}})
+    return out
+
+
+def comparison_text(items: list[dict]) -> str:
+    if not items:
+        return ""
+    lines = ["\ncomparisons (time of the first / time of the second, same run):"]
+    for c in items:
+        ratios = [f"R {k or c['backend']} {v:.2f}" for k, v in c["imbalance"].items() if v]
+        lines.append(f"  {c['workload']} {c['size']} {c['backend']} P={c['workers']}: "
+                     f"{c['what']}: {c['slower_s']:.3f} s / {c['faster_s']:.3f} s = "
+                     f"{c['ratio']:.2f}x" + (f"  ({', '.join(ratios)})" if ratios else ""))
+    return "\n".join(lines)
+
