@@ -6,10 +6,11 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
   worker count;
 - ``test_mandelbrot_trace``: from the work trace, every row ran exactly once, in worker
   processes; a chunked version gave each worker one contiguous ``array_split`` block;
-- ``test_mandelbrot_balance`` (balanced only): on ``GRADING``, at P=3 and P=4, the best of
-  ``REPEATS`` runs (a second batch if none passes) of ``R = max/mean`` of per-worker work,
-  recomputed from the serial iteration counts of the rows each worker ran, is at most
-  ``R_MAX``; contiguous row blocks give 1.70 and 1.57 there, every run.
+- ``test_mandelbrot_balance`` (balanced only): on ``GRADING`` at P=4, over ``REPEATS`` runs
+  (``REPEATS`` more if they do not pass): ``R = max/mean`` of per-worker work, recomputed from
+  the serial iteration counts of the rows each worker ran, is at most ``R_MAX`` in one run, or
+  ``R_finish`` (max/mean of the workers' finish times) at most ``FINISH_MAX`` in half of them;
+  contiguous row blocks give R = 1.57 and R_finish >= 1.18 there, every run.
   docs/mandelbrot.md has the measured distributions behind these numbers.
 
 All specs and repeats of one function and worker count run in one child (``Grading`` caches it).
@@ -48,15 +49,17 @@ SPECS = {
     "tiny": Spec(x1=-1.0, x2=0.5, y1=-0.5, y2=0.5, w=7, h=2, maxit=30),  # fewer rows than workers
 }
 assert GRADING == SPECS["default"]
-BALANCE_COUNTS = (3, 4)  # never P=2: the viewport's symmetry balances two blocks by accident
-REPEATS = 5  # balanced runs per worker count on GRADING; the verdict is on the best of them
-R_MAX = 1.30  # R a balanced version must reach (row blocks: 1.70 at P=3, 1.57 at P=4)
+BALANCE_WORKERS = 4  # where balance is graded (see balanced(); never P=2: by symmetry, two
+#                      blocks of the viewport balance by accident)
+REPEATS = 5  # balanced runs on GRADING; balanced() judges them together
+R_MAX = 1.30  # R of work a balancing run reaches (row blocks: 1.57 at P=4, every run)
+FINISH_MAX = 1.08  # or median R_finish (row blocks at P=4: 1.18 or more in 180 runs measured)
 
 
 def _cases(scheme: str, workers: int) -> tuple[list[str], list[dict]]:
-    """Case names and cases of one child: every spec, plus balance repeats at P=3, 4."""
+    """Case names and cases of one child: every spec, plus the balance repeats at P=4."""
     names = list(SPECS)
-    if scheme == "balanced" and workers in BALANCE_COUNTS:
+    if scheme == "balanced" and workers == BALANCE_WORKERS:
         names += [f"repeat-{i}" for i in range(1, REPEATS)]  # "default" is the first repeat
     specs = [SPECS.get(name, GRADING) for name in names]
     return names, [{"args": (spec,), "everywhere": True} for spec in specs]
@@ -112,8 +115,9 @@ def worker_work(outcome: Outcome, backend: str, scheme: str, workers: int,
     return work + [0.0] * max(0, count - len(work))
 
 
-def finish_ratio(outcome: Outcome) -> float:
-    """R_finish: max/mean over processes of the time their last row finished (from the start)."""
+def finish_ratio(outcome: Outcome, backend: str, scheme: str, workers: int) -> float:
+    """R_finish: max/mean over the expected workers of the time their last row finished,
+    counted from the first row's start (a worker that ran nothing finished at 0)."""
     records = [r for r in outcome.records if r.kernel == KERNEL]
     if not records:
         return float("nan")
@@ -121,7 +125,27 @@ def finish_ratio(outcome: Outcome) -> float:
     ends: dict[int, float] = defaultdict(float)
     for r in records:
         ends[r.pid] = max(ends[r.pid], r.end - t0)
-    return imbalance(list(ends.values()))
+    pids, count, _ = expected_workers(outcome, backend, scheme, workers)
+    finished = [ends.get(p, 0.0) for p in pids]
+    return imbalance(finished + [0.0] * max(0, count - len(finished)))
+
+
+def balanced(runs: list[Outcome], backend: str, scheme: str, workers: int) -> bool:
+    """The runs show a balancing schedule: the work was even (R <= R_MAX) in at least one run,
+    or every worker kept computing until the end (R_finish <= FINISH_MAX) in half of them.
+
+    The second is needed where processes outnumber cores: the OS then decides how much CPU,
+    and so how much work, each worker gets. MPICH ranks busy-wait, so an MPI master-worker on
+    two cores always has a worker sharing a core with the spinning master, and R of work is
+    1.2-2.0 however good the schedule; its finish times still agree within a few percent.
+    Row blocks fail both: R = 1.57 every run, R_finish 1.18 or more. The median, not the best,
+    of R_finish: a lucky placement (the heaviest block's process alone on a core) can bring
+    one static run's finish times close together, never half of them.
+    """
+    if any(imbalance(worker_work(o, backend, scheme, workers)) <= R_MAX for o in runs):
+        return True
+    finish = [finish_ratio(o, backend, scheme, workers) for o in runs]
+    return statistics.median(finish) <= FINISH_MAX
 
 
 def _describe(ran: dict[int, list[int]], work_of_row: np.ndarray, labels: dict[int, str]) -> str:
@@ -246,51 +270,56 @@ def test_mandelbrot_trace(grading, settings, backend, scheme):
 @pytest.mark.points(3)
 @pytest.mark.parametrize(("backend", "scheme"), [s for s in SCHEMES if s[1] == "balanced"],
                          ids=[i for i in IDS if i.endswith("balanced")])
-def test_mandelbrot_balance(grading, settings, backend, scheme):
-    """Balanced beats row blocks: the best R of the repeats <= R_MAX at P=3 and P=4.
+def test_mandelbrot_balance(grading, backend, scheme):
+    """Balanced beats row blocks: at P=4, at least one of the repeats balances
+    (``balanced``: R of work <= R_MAX once, or R_finish <= FINISH_MAX in half the runs).
 
     A static decomposition gives the same R every run, so any one run judges it; a dynamic
     schedule balances finish times, and on a busy machine a worker starved of CPU does less
-    work, so R of work varies from run to run: one run at R <= R_MAX shows that the schedule
+    work, so R of work varies from run to run: one balancing run shows that the schedule
     balances. If none of the REPEATS runs does, REPEATS fresh runs get a second chance.
     """
-    counts = [n for n in BALANCE_COUNTS if n in settings.worker_counts]
-    if not counts:
-        pytest.skip(f"balance is graded at {BALANCE_COUNTS} workers; run with --workers 4")
-    for workers in counts:
-        outcomes = _outcomes(grading, backend, scheme, workers)
-        runs = [outcomes["default"]] + [o for n, o in outcomes.items() if n.startswith("repeat-")]
-        context = f"mandelbrot_{backend}_{scheme} with {workers} workers on the default spec"
-        ratios = _balance_ratios(runs, backend, scheme, workers, context)
-        if min(ratios) > R_MAX:  # second chance: the machine may have been busy
-            extra = {"view": "balanced"} if backend == "ipp" else {}
-            more = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}",
-                               [{"args": (GRADING,), "everywhere": True}] * REPEATS, workers,
-                               **extra)
-            runs += more
-            ratios += _balance_ratios(more, backend, scheme, workers, context)
-        if min(ratios) > R_MAX:
-            blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], workers))
-            worst = runs[int(np.argmax(ratios))]
-            fail(f"{context}: load imbalance R = max/mean of per-worker work was "
-                 f"{', '.join(f'{r:.2f}' for r in ratios)} in {len(ratios)} runs (median "
-                 f"{statistics.median(ratios):.2f}); a balanced version must reach "
-                 f"R <= {R_MAX} in at least one run (one contiguous block per worker gives "
-                 f"{blocks:.2f} every time). Work = iterations + {PIXEL_CONSTANT} per pixel. "
-                 f"R_finish (max/mean of per-worker finish times): "
-                 f"{', '.join(f'{finish_ratio(o):.2f}' for o in runs)}. Rows per process in "
-                 f"the run with R = {max(ratios):.2f}:\n"
-                 + _describe(rows_by_pid(worst), row_work(GRADING), _labels(worst, backend)))
+    workers = BALANCE_WORKERS  # the child of test_mandelbrot at P=4 ran the first REPEATS
+    runs = [o for n, o in _outcomes(grading, backend, scheme, workers).items()
+            if n == "default" or n.startswith("repeat-")]
+    context = f"mandelbrot_{backend}_{scheme} with {workers} workers on the default spec"
+    _check_runs(runs, backend, scheme, workers, context)
+    if not balanced(runs, backend, scheme, workers):
+        # Second chance, in a fresh child: the machine may have been busy.
+        extra = {"view": "balanced"} if backend == "ipp" else {}
+        more = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}",
+                           [{"args": (GRADING,), "everywhere": True}] * REPEATS, workers,
+                           **extra)
+        _check_runs(more, backend, scheme, workers, context)
+        runs += more
+    if not balanced(runs, backend, scheme, workers):
+        fail(_imbalance_message(runs, backend, scheme, workers, context))
 
 
-def _balance_ratios(runs: list[Outcome], backend: str, scheme: str, workers: int,
-                    context: str) -> list[float]:
-    ratios = []
+def _check_runs(runs: list[Outcome], backend: str, scheme: str, workers: int,
+                context: str) -> None:
     for outcome in runs:
         require_ok(outcome, context)
         check_trace(outcome, backend, scheme, workers, GRADING, context)
-        ratios.append(imbalance(worker_work(outcome, backend, scheme, workers)))
-    return ratios
+
+
+def _imbalance_message(runs: list[Outcome], backend: str, scheme: str, workers: int,
+                       context: str) -> str:
+    ratios = [imbalance(worker_work(o, backend, scheme, workers)) for o in runs]
+    finish = [finish_ratio(o, backend, scheme, workers) for o in runs]
+    _, count, _ = expected_workers(runs[0], backend, scheme, workers)
+    blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], count))
+    worst = runs[int(np.argmax(ratios))]
+    rule = (f"R <= {R_MAX} in at least one run, or R_finish <= {FINISH_MAX} (every worker "
+            "computing until the end) in half of them")
+    return (f"{context}: load imbalance R = max/mean of per-worker work was "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} in {len(ratios)} runs (median "
+            f"{statistics.median(ratios):.2f}); a balanced version must reach {rule} (one "
+            f"contiguous block for each of the {count} workers gives R = {blocks:.2f} every "
+            f"time). Work = iterations + {PIXEL_CONSTANT} per pixel. R_finish (max/mean of "
+            f"per-worker finish times): {', '.join(f'{f:.2f}' for f in finish)}. Rows per "
+            f"process in the run with R = {max(ratios):.2f}:\n"
+            + _describe(rows_by_pid(worst), row_work(GRADING), _labels(worst, backend)))
 
 
 # -- analysis: plain functions, each run in a child of its own -------------------------------

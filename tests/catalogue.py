@@ -206,6 +206,12 @@ ROBUSTNESS += [
         "    return mandelbrot_pool_chunked(spec, pool)\n")]},
         ("test_mandelbrot_balance[pool-balanced]",), "load imbalance R = max/mean",
         select="mandelbrot and pool and balanced"),
+    # "Master-worker" that hands each worker one contiguous block: static after all.
+    Broken("mpi_balanced_hands_out_blocks", "mandelbrot", {"mandelbrot": [(
+        "    todo = _batches(spec.h)[::-1]",
+        "    todo = [list(b) for b in _blocks(spec.h, comm.Get_size() - 1)][::-1]")]},
+        ("test_mandelbrot_balance[mpi-balanced]",), "load imbalance R = max/mean",
+        select="mandelbrot and mpi and balanced"),
     Broken("pool_chunked_is_cyclic", "mandelbrot", {"mandelbrot": [(
         _POOL_CHUNKED + "    # chunksize=1: one block per task, so no worker is handed two blocks"
                         " in one go.\n"
