@@ -93,5 +93,5 @@ def mandelbrot_ipp_balanced(spec: Spec, view) -> np.ndarray:
 
 
 def mandelbrot_pool_balanced(spec: Spec, pool) -> np.ndarray:
-    """Small batches of rows, scheduled dynamically (e.g. ``pool.imap_unordered``)."""
+    """Small batches of rows, scheduled dynamically (e.g. ``pool.starmap(..., chunksize=1)``)."""
     raise NotImplementedError("exercise 3: mandelbrot_pool_balanced")

@@ -201,15 +201,15 @@ ROBUSTNESS: list[Broken] = [
 _POOL_CHUNKED = "    blocks = _blocks(spec.h, pool_size(pool))\n"
 ROBUSTNESS += [
     Broken("pool_balanced_is_chunked", "mandelbrot", {"mandelbrot": [(
-        '    """Small row batches handed out dynamically, results placed as they arrive."""\n',
-        '    """Small row batches handed out dynamically, results placed as they arrive."""\n'
+        '    """Small row batches handed out dynamically: an idle worker takes the next one."""\n',
+        '    """Small row batches handed out dynamically: an idle worker takes the next one."""\n'
         "    return mandelbrot_pool_chunked(spec, pool)\n")]},
         ("test_mandelbrot_balance[pool-balanced]",), "load imbalance R = max/mean",
         select="mandelbrot and pool and balanced"),
     # "Master-worker" that hands each worker one contiguous block: static after all.
     Broken("mpi_balanced_hands_out_blocks", "mandelbrot", {"mandelbrot": [(
-        "    todo = _batches(spec.h)[::-1]",
-        "    todo = [list(b) for b in _blocks(spec.h, comm.Get_size() - 1)][::-1]")]},
+        "    todo = deque(_batches(spec.h))",
+        "    todo = deque(list(b) for b in _blocks(spec.h, comm.Get_size() - 1))")]},
         ("test_mandelbrot_balance[mpi-balanced]",), "load imbalance R = max/mean",
         select="mandelbrot and mpi and balanced"),
     Broken("pool_chunked_is_cyclic", "mandelbrot", {"mandelbrot": [(
