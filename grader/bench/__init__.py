@@ -178,11 +178,12 @@ class Runner:
         job["launched"] = time.time()
         (jobdir / "job.json").write_text(json.dumps(job))
         child = proctree.Child(cmd, child_env(), KIT_ROOT, jobdir)
-        code = child.wait(plan.timeout)
+        try:
+            code = child.wait(plan.timeout)
+        finally:
+            child.stop()  # nothing of the job may outlive it (also on Ctrl-C)
         if code is None:
-            child.stop()
             return f"timed out after {plan.timeout:g} s (--timeout)"
-        child.stop()  # nothing of the job may outlive it
         if code == 0:
             return ""
         errors = sorted(jobdir.glob("result.json.error-*"))
@@ -321,7 +322,12 @@ def main(args: argparse.Namespace) -> int:
     print(f"parakit bench: {plan.target.display}, workers {plan.workers}, "
           f"{plan.repeat} run(s) per point, {os.cpu_count()} CPUs; results in {plan.out}/",
           flush=True)
-    document = run(plan)
+    try:
+        document = run(plan)
+    except KeyboardInterrupt:
+        print("\nparakit bench: interrupted; every job it started has been stopped",
+              file=sys.stderr)
+        return 130
     (plan.out / "bench.json").write_text(json.dumps(document, indent=1))
     print(report.comparison_text(document["comparisons"]))
     written = plots.write_all(document, plan)
