@@ -144,6 +144,16 @@ def test_bad_options_say_what_is_wrong(tmp_path, args, message, capsys):
     assert not (tmp_path / "bench.json").exists()
 
 
+def test_a_jobs_folder_it_did_not_make_is_left_alone(tmp_path, capsys):
+    mine = tmp_path / "jobs" / "thesis.tex"
+    mine.parent.mkdir()
+    mine.write_text("precious")
+    code = bench.main(parser().parse_args(["bench", "--out", str(tmp_path), "matmul"]))
+    assert code == 2
+    assert "was not made by parakit bench" in capsys.readouterr().err
+    assert mine.read_text() == "precious"
+
+
 def test_default_workers_cover_one_core_per_worker_plus_a_master():
     counts = bench.default_workers()
     import os

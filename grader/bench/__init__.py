@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -113,7 +114,7 @@ class Runner:
         """The ipyparallel cluster, started (or connected to) on first use and kept."""
         if self.cluster is None:
             n = max(self.plan.workers)
-            self.cluster = SessionCluster(n, self.plan.out / "work", self.plan.ipp_connect)
+            self.cluster = SessionCluster(n, self.plan.out / "jobs", self.plan.ipp_connect)
             self.cluster.connection_file()
             self.cluster_seconds = self.cluster.start_seconds
             if self.cluster_seconds is not None:
@@ -130,11 +131,11 @@ class Runner:
         plan = self.plan
         self.count += 1
         name = f"{workload}-{variant.backend}-{variant.scheme or 'x'}-{workers}"
-        jobdir = plan.out / "work" / f"{self.count:03d}-{name}"
+        jobdir = plan.out / "jobs" / f"{self.count:03d}-{name}"
         jobdir.mkdir(parents=True, exist_ok=True)
         job = {"workload": workload, "variant": asdict(variant), "workers": workers,
                "sizes": sizes, "repeat": plan.repeat, "datadir": str(plan.datadir),
-               "expected_dir": str(plan.out / "work"), "out": str(jobdir / "result.json"),
+               "expected_dir": str(plan.out / "jobs"), "out": str(jobdir / "result.json"),
                "target_dir": str(plan.target.directory), "kit": str(KIT_ROOT)}
         if trace:
             (jobdir / "trace").mkdir(exist_ok=True)
@@ -194,8 +195,8 @@ class Runner:
 
 
 def run(plan: Plan) -> dict:
-    """Measure everything the plan asks for; print progress and tables; return the results."""
-    plan.out.mkdir(parents=True, exist_ok=True)
+    """Measure everything the plan asks for (jobs in ``OUT/jobs``, which must exist and be
+    empty); print progress and tables; return the results."""
     runner = Runner(plan)
     results: list[Measured] = []
     started = time.perf_counter()
@@ -237,6 +238,22 @@ def run(plan: Plan) -> dict:
     return document
 
 
+MARK = ".parakit-bench"  # marks a folder of job folders that bench may empty
+
+
+def fresh_jobs_folder(path: Path) -> None:
+    """An empty folder for the jobs: a job must never read a result or a serial baseline left
+    by an earlier run. Only a folder that bench made itself is emptied; anything else of that
+    name is left alone (ValueError). The generated data (``--data``) is kept: it is stamped."""
+    if path.exists():
+        if not (path / MARK).exists():
+            raise ValueError(f"{path} exists and was not made by parakit bench; choose another "
+                             "--out")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / MARK).write_text("parakit bench job folders; emptied by each run\n")
+
+
 def _have_contrasts() -> bool:
     return (KIT_ROOT / "reference" / "contrasts.py").is_file()
 
@@ -260,7 +277,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="the package to time: reference, student or a directory "
                    "(default: reference if the kit has it, else student)")
     p.add_argument("--workers", type=_int_list, default=default_workers(),
-                   help="worker counts, e.g. 1,2,4,8 (default: %(default)s on this machine)")
+                   help="worker counts, e.g. 1,2,4,8 (default: "
+                   f"{','.join(map(str, default_workers()))} on this machine)")
     p.add_argument("--size", action="append", default=[], metavar="PROBLEM=S1,S2",
                    help="sizes of one problem, e.g. matmul=1024,2048 mandelbrot=600x400:255 "
                    "wordcount=50MB (repeatable)")
@@ -316,10 +334,11 @@ def plan_from(args: argparse.Namespace) -> Plan:
 def main(args: argparse.Namespace) -> int:
     try:
         plan = plan_from(args)
+        fresh_jobs_folder(plan.out / "jobs")
     except ValueError as exc:
         print(f"parakit bench: {exc}", file=sys.stderr)
         return 2
-    print(f"parakit bench: {plan.target.display}, workers {plan.workers}, "
+    print(f"parakit bench: {plan.target.display}, workers {','.join(map(str, plan.workers))}, "
           f"{plan.repeat} run(s) per point, {os.cpu_count()} CPUs; results in {plan.out}/",
           flush=True)
     try:

@@ -147,7 +147,7 @@ def write_all(document: dict, plan) -> list[Path]:
                 written.append(scaling(results, workload, size, plan.out / name))
     if "mandelbrot" in plan.workloads:
         size = plan.sizes["mandelbrot"][-1]
-        image = workloads.expected_file(plan.out / "work", "mandelbrot", size)
+        image = workloads.expected_file(plan.out / "jobs", "mandelbrot", size)
         written.append(mandelbrot_figure(results, size, plan.trace_workers, image,
                                          plan.out / "mandelbrot-analysis.png"))
     return written

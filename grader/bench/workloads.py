@@ -105,6 +105,7 @@ def prepare(workload: str, size: str, datadir: str | os.PathLike) -> None:
     wanted = {"bytes": nbytes, "docs": docs, "seed": 0}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return
+    print(f"generating a {size} corpus of {docs} documents in {folder} ...", flush=True)
     generate_corpus(folder, docs, nbytes, seed=0)
     stamp.write_text(json.dumps(wanted))
 
