@@ -53,7 +53,7 @@ BALANCE_WORKERS = 4  # where balance is graded (see balanced(); never P=2: by sy
 #                      blocks of the viewport balance by accident)
 REPEATS = 5  # balanced runs on GRADING; balanced() judges them together
 R_MAX = 1.30  # R of work a balancing run reaches (row blocks: 1.57 at P=4, every run)
-FINISH_MAX = 1.08  # or median R_finish (row blocks at P=4: 1.18 or more in 180 runs measured)
+FINISH_MAX = 1.08  # or median R_finish (row blocks at P=4: 1.18 or more in 360 runs measured)
 
 
 def _cases(scheme: str, workers: int) -> tuple[list[str], list[dict]]:

@@ -89,6 +89,12 @@ def test_reference_run_reports_times_speedups_comparisons_and_plots(tmp_path):
         assert len(work) == 2 and sum(work) == total, (backend, scheme, work)
     assert traced[("mpi", "balanced")][0] == 0  # the master schedules, it does not compute
 
+    md = (tmp_path / "out" / "bench.md").read_text()  # the same numbers, ready to publish
+    mpi_matmul = next(r for r in main if (r["workload"], r["backend"], r["workers"]) ==
+                      ("matmul", "mpi", 2))
+    assert f"| mpi | 2 | {mpi_matmul['median']:.3f} | {mpi_matmul['speedup']:.2f} |" in md
+    assert "**mandelbrot 60x40** (serial" in md
+
     for name in ("matmul-96.png", "mandelbrot-48x30.png", "mandelbrot-60x40.png",
                  "mandelbrot-analysis.png"):
         _assert_png(tmp_path / "out" / name)

@@ -348,9 +348,10 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     (plan.out / "bench.json").write_text(json.dumps(document, indent=1))
+    (plan.out / "bench.md").write_text(report.markdown(document))
     print(report.comparison_text(document["comparisons"]))
     written = plots.write_all(document, plan)
-    print(f"wrote {plan.out / 'bench.json'} and {', '.join(p.name for p in written)} "
+    print(f"wrote {plan.out / 'bench.json'}, bench.md and {', '.join(p.name for p in written)} "
           f"in {document['seconds']:.0f} s")
     failed = [r for r in document["results"] if r["error"] or not r["ok"]]
     return 1 if failed else 0

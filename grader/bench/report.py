@@ -152,3 +152,45 @@ def comparison_text(items: list[dict]) -> str:
                      f"{c['ratio']:.2f}x" + (f"  ({', '.join(ratios)})" if ratios else ""))
     return "\n".join(lines)
 
+
+
+def markdown(document: dict) -> str:
+    """The run as Markdown tables (``bench.md``), ready to paste into a course page."""
+    results, plan = document["results"], document["plan"]
+    machine = document["machine"]
+    lines = [f"`parakit bench` on {machine['cpus']} CPUs, Python {machine['python']}, target "
+             f"`{plan['target']}`, median of {plan['repeat']} runs, BLAS/OpenMP on one thread; "
+             f"{document['seconds']:.0f} s in all."]
+    if document.get("cluster_start_seconds"):
+        lines.append(f"The ipyparallel cluster started in {document['cluster_start_seconds']:.1f}"
+                     " s (once, not in any time below).")
+    for workload in plan["workloads"]:
+        for size in plan["sizes"][workload]:
+            rows = [r for r in results if (r["workload"], r["size"]) == (workload, size)]
+            base = next((r for r in rows if r["backend"] == "serial"), None)
+            serial = f"{base['median']:.3f} s" if base and base["median"] else "failed"
+            lines += ["", f"**{workload} {size}** (serial {serial})", "",
+                      "| function | P | median s | speedup | efficiency | start-up s |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for r in rows:
+                if r["backend"] == "serial" or r["error"] == SKIPPED:
+                    continue
+                name = f"{r['backend']} {r['scheme']}".strip() + (" (contrast)" if r["contrast"]
+                                                                  else "")
+                if r["error"] or not r["ok"]:
+                    why = _first_line(r["error"]) if r["error"] else "wrong result"
+                    lines.append(f"| {name} | {r['workers']} | {why} | | | |")
+                    continue
+                start = f"{r['startup']['seconds']:.2f}" if r["startup"] else ""
+                speed = (f"{r['speedup']:.2f} | {r['efficiency']:.2f}" if r["speedup"]
+                         else " | ")
+                lines.append(f"| {name} | {r['workers']} | {r['median']:.3f} | {speed} | "
+                             f"{start} |")
+    if document["comparisons"]:
+        lines += ["", "| comparison | P | first s | second s | ratio |",
+                  "|---|---:|---:|---:|---:|"]
+        for c in document["comparisons"]:
+            lines.append(f"| {c['workload']} {c['size']} {c['backend']}: {c['what']} | "
+                         f"{c['workers']} | {c['slower_s']:.3f} | {c['faster_s']:.3f} | "
+                         f"{c['ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
