@@ -149,8 +149,7 @@ def run_ipp(job: dict) -> None:
                                           [f"{package}.{job['variant']['module']}", package])
         view = (client.load_balanced_view(targets) if job["variant"]["view"] == "balanced"
                 else client[targets])
-        startup = {"seconds": time.perf_counter() - begin,
-                   "what": "connect to the cluster, set up engines"}
+        startup = {"seconds": time.perf_counter() - begin, "what": "connect"}
         runs, func = measure(job, lambda func, args: func(*args, view))
         result = {"startup": startup, "runs": runs}
         if job.get("trace") and func is not None:
@@ -169,8 +168,8 @@ def run_mpi(job: dict) -> None:
     comm = MPI.COMM_WORLD
     comm.Barrier()
     rank = comm.Get_rank()
-    startup = {"seconds": time.time() - job["launched"],
-               "what": "mpiexec launch: interpreters, imports, MPI_Init"}
+    # From starting mpiexec to here: interpreters, imports, MPI_Init, the first barrier.
+    startup = {"seconds": time.time() - job["launched"], "what": "mpiexec launch"}
     try:
         func = load(job)
         runs = time_sizes(job, lambda args: func(*args, comm), root=rank == 0,

@@ -12,7 +12,6 @@ from problems import trace
 from problems.mandelbrot import imbalance
 
 SKIPPED = "skipped after the error above"
-STARTUP_NAMES = {"mpi": "mpiexec launch", "pool": "pool creation", "ipp": "connect"}
 
 
 def _first_line(text: str) -> str:
@@ -98,7 +97,7 @@ def table(workload: str, results: list, cluster_seconds: float | None) -> str:
 def _startup_text(row, cluster_seconds: float | None) -> str:
     if not row.startup:
         return ""
-    text = f"{row.startup['seconds']:.2f} s {STARTUP_NAMES.get(row.backend, '')}"
+    text = f"{row.startup['seconds']:.2f} s {row.startup['what']}"
     if row.backend == "ipp" and cluster_seconds:
         text += f" (+ cluster start {cluster_seconds:.1f} s, once)"
     return text
