@@ -10,6 +10,7 @@ import numpy as np
 from mpi4py import MPI
 
 from problems.matmul import multiply
+from problems.pools import pool_size
 
 
 def _row_counts(m: int, parts: int) -> np.ndarray:
@@ -55,10 +56,13 @@ def matmul_ipp(A: np.ndarray, B: np.ndarray, view) -> np.ndarray:
 
 
 # Pool workers cannot be given B at start-up (the pool already exists), and sending B with
-# every task would pickle it once per task. Instead A, B and C live in memory-mapped .npy
-# files: each worker maps B once (cached below), tasks carry only a row range, and workers
-# write their rows of C straight into the shared output file. Nothing large is pickled.
-_TASK_WORK = 1 << 22  # multiply-adds per task: large enough to hide the per-task cost
+# every task would pickle it once per task (reference/contrasts.py measures both). Instead A, B
+# and C live in memory-mapped .npy files, in RAM (/dev/shm) where the system has it: tasks
+# carry only a row range, each worker maps the files once per call (cached below), and writes
+# its rows of C straight into the shared output file. Nothing large is pickled.
+TASKS_PER_WORKER = 4  # row blocks per worker: each task is a real matrix-matrix product, and
+#                      a worker slowed down by the machine takes fewer of them
+_RAM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # else the default temporary folder
 
 
 @lru_cache(maxsize=4)
@@ -73,13 +77,14 @@ def _multiply_rows(folder: str, start: int, stop: int) -> None:
 
 
 def matmul_pool(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:
-    """Dynamic row ranges on a pool, data shared through memory-mapped files."""
-    (m, k), n = A.shape, B.shape[1]
-    rows_per_task = max(1, _TASK_WORK // max(1, k * n))
-    with tempfile.TemporaryDirectory(prefix="matmul-") as folder:
+    """Row blocks on a pool, handed out dynamically; data shared through memory-mapped files."""
+    m, n = A.shape[0], B.shape[1]
+    parts = TASKS_PER_WORKER * pool_size(pool)
+    blocks = [b for b in np.array_split(np.arange(m), parts) if len(b)]
+    with tempfile.TemporaryDirectory(prefix="matmul-", dir=_RAM) as folder:
         np.save(os.path.join(folder, "A.npy"), np.asarray(A, dtype=np.float64))
         np.save(os.path.join(folder, "B.npy"), np.asarray(B, dtype=np.float64))
         np.lib.format.open_memmap(os.path.join(folder, "C.npy"), "w+", np.float64, (m, n))
-        tasks = [(folder, s, min(s + rows_per_task, m)) for s in range(0, m, rows_per_task)]
+        tasks = [(folder, int(b[0]), int(b[-1]) + 1) for b in blocks]
         pool.starmap(_multiply_rows, tasks, chunksize=1)
         return np.array(np.load(os.path.join(folder, "C.npy")))

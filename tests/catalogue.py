@@ -104,7 +104,7 @@ CATALOGUE: list[Broken] = [
 
 # -- robustness: one defect each, across backends ------------------------------------------------
 _MPI_START = "    rank, size = comm.Get_rank(), comm.Get_size()\n"
-_POOL_START = "    (m, k), n = A.shape, B.shape[1]\n"
+_POOL_START = "    m, n = A.shape[0], B.shape[1]\n"
 _POOL_RETURN = '        return np.array(np.load(os.path.join(folder, "C.npy")))\n'
 _IPP_RETURN = "    return np.vstack(blocks).reshape(A.shape[0], B.shape[1])\n"
 

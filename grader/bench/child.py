@@ -17,6 +17,7 @@ A function that raises stops the job: the error is recorded for that size (MPI: 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -30,18 +31,18 @@ from grader.bench import workloads
 from problems import trace
 
 
+def module_name(job: dict) -> str:
+    """The module of the timed function: the target's, or the kit's contrasts."""
+    module = job["variant"]["module"]
+    return module if module.startswith("reference.") else \
+        f"{Path(job['target_dir']).name}.{module}"
+
+
 def load(job: dict) -> Callable:
     """The timed function: the target's, a contrast of the kit's, or the serial baseline."""
-    variant = job["variant"]
-    if variant["backend"] == "serial":
+    if job["variant"]["backend"] == "serial":
         return workloads.serial(job["workload"])
-    if variant["module"].startswith("reference."):
-        module = variant["module"]
-    else:
-        module = f"{Path(job['target_dir']).name}.{variant['module']}"
-    import importlib
-
-    return getattr(importlib.import_module(module), variant["function"])
+    return getattr(importlib.import_module(module_name(job)), job["variant"]["function"])
 
 
 def describe(exc: BaseException) -> str:
@@ -88,32 +89,48 @@ def _write(job: dict, result: dict) -> None:
     os.replace(tmp, job["out"])
 
 
-def measure(job: dict, call: Callable) -> tuple[dict, Callable | None]:
-    """Load the function and time ``call(func, args)``; a failure becomes the result."""
+def loaded(job: dict) -> tuple[Callable | None, dict | None]:
+    """(the function, None), or (None, the runs to report) if it cannot be loaded."""
     try:
-        func = load(job)
-        return time_sizes(job, lambda args: call(func, args)), func
+        return load(job), None
     except Exception as exc:  # noqa: BLE001  (the job reports it; the bench goes on)
-        return {job["sizes"][0]: {"error": describe(exc)}}, None
+        return None, {job["sizes"][0]: {"error": describe(exc)}}
+
+
+def measure(job: dict, func: Callable | None, failed: dict | None,
+            call: Callable) -> dict:
+    """Time ``call(args)`` for every size, or say why not."""
+    if failed is not None:
+        return failed
+    try:
+        return time_sizes(job, call)
+    except Exception as exc:  # noqa: BLE001
+        return {job["sizes"][0]: {"error": describe(exc)}}
+
+
+def _worked(runs: dict) -> bool:
+    return not any("error" in run for run in runs.values())
 
 
 # -- one runner per backend --------------------------------------------------------------------
 
 def run_serial(job: dict) -> None:
-    runs, _ = measure(job, lambda func, args: func(*args))
+    func, failed = loaded(job)
+    runs = measure(job, func, failed, lambda args: func(*args))
     _write(job, {"startup": None, "runs": runs})
 
 
 def run_pool(job: dict) -> None:
     import multiprocessing
 
+    func, failed = loaded(job)  # before the pool: its workers inherit the imports
     begin = time.perf_counter()
     with multiprocessing.Pool(job["workers"]) as pool:
         pool.map(abs, range(job["workers"]))  # the workers are up and answering
         startup = {"seconds": time.perf_counter() - begin, "what": "pool creation"}
-        runs, func = measure(job, lambda func, args: func(*args, pool))
+        runs = measure(job, func, failed, lambda args: func(*args, pool))
     result = {"startup": startup, "runs": runs}
-    if job.get("trace") and func is not None:
+    if job.get("trace") and _worked(runs):
         # One more run on a pool that traces, to see which worker did which rows.
         with multiprocessing.Pool(job["workers"], trace.set_directory, (job["trace"]["dir"],)) \
                 as pool:
@@ -135,6 +152,14 @@ def _engine_path(paths: list[str], modules: list[str]) -> int:
     return _os.getpid()
 
 
+def _engine_import(name: str) -> None:
+    """Run on each engine: import the module of the timed function (self-contained, as
+    ``_engine_path``)."""
+    import importlib as _importlib
+
+    _importlib.import_module(name)
+
+
 def run_ipp(job: dict) -> None:
     import ipyparallel as ipp
 
@@ -145,14 +170,16 @@ def run_ipp(job: dict) -> None:
         targets = sorted(client.ids)[: job["workers"]]
         package = Path(job["target_dir"]).name
         paths = [job["kit"], str(Path(job["target_dir"]).parent)]
-        pids = client[targets].apply_sync(_engine_path, paths,
-                                          [f"{package}.{job['variant']['module']}", package])
+        pids = client[targets].apply_sync(_engine_path, paths, [module_name(job), package])
+        func, failed = loaded(job)
+        if failed is None:  # the engines import it now, not during the first timed call
+            client[targets].apply_sync(_engine_import, module_name(job))
         view = (client.load_balanced_view(targets) if job["variant"]["view"] == "balanced"
                 else client[targets])
-        startup = {"seconds": time.perf_counter() - begin, "what": "connect"}
-        runs, func = measure(job, lambda func, args: func(*args, view))
+        startup = {"seconds": time.perf_counter() - begin, "what": "connect, import"}
+        runs = measure(job, func, failed, lambda args: func(*args, view))
         result = {"startup": startup, "runs": runs}
-        if job.get("trace") and func is not None:
+        if job.get("trace") and _worked(runs):
             client[targets].apply_sync(trace.set_directory, job["trace"]["dir"])
             func(*workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"]), view)
             client[targets].apply_sync(trace.set_directory, None)
