@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.bench import workloads
+from grader.bench import report, workloads
 from problems.mandelbrot import chunk_costs, imbalance, mandelbrot
 
 
@@ -121,8 +121,7 @@ def _work_bars(ax, results: list[dict], backend: str, size: str, workers: int) -
         if row is None:
             continue
         work = np.array(row["worker_work"])
-        computing = work[1:] if backend == "mpi" and scheme == "balanced" and workers > 1 \
-            else work
+        computing = np.array(report.computing(backend, scheme, row["worker_work"]))
         share = work / computing.mean()  # 1 = a perfect share of the work
         ax.bar(np.arange(len(work)) + offset, share, width,
                label=f"{scheme}: R = {imbalance(computing):.2f}")

@@ -49,12 +49,16 @@ def fill_speedups(results: list) -> None:
             row.efficiency = row.speedup / row.workers
 
 
+def computing(backend: str, scheme: str, work: list[float]) -> list[float]:
+    """The work of the workers that should compute (an MPI master-worker's rank 0 only
+    schedules)."""
+    return list(work[1:]) if backend == "mpi" and scheme == "balanced" and len(work) >= 2 \
+        else list(work)
+
+
 def worker_ratio(row) -> float | None:
-    """R = max/mean of per-worker work over the workers that should compute (an MPI
-    master-worker's rank 0 only schedules)."""
-    work = list(row.worker_work)
-    if row.backend == "mpi" and row.scheme == "balanced" and len(work) >= 2:
-        work = work[1:]
+    """R = max/mean of per-worker work over the workers that should compute."""
+    work = computing(row.backend, row.scheme, row.worker_work)
     return imbalance(work) if work and sum(work) > 0 else None
 
 
