@@ -135,9 +135,10 @@ def balanced(runs: list[Outcome], backend: str, scheme: str, workers: int) -> bo
     or every worker kept computing until the end (R_finish <= FINISH_MAX) in half of them.
 
     The second is needed where processes outnumber cores: the OS then decides how much CPU,
-    and so how much work, each worker gets. MPICH ranks busy-wait, so an MPI master-worker on
-    two cores always has a worker sharing a core with the spinning master, and R of work is
-    1.2-2.0 however good the schedule; its finish times still agree within a few percent.
+    and so how much work, each worker gets. An MPI master-worker at P=4 has three workers on
+    two cores (and MPICH ranks busy-wait: a textbook master spinning in Waitany shares a core
+    with one of them), so R of work is 1.05-2.0 however good the schedule; its finish times
+    still agree within a few percent.
     Row blocks fail both: R = 1.57 every run, R_finish 1.18 or more. The median, not the best,
     of R_finish: a lucky placement (the heaviest block's process alone on a core) can bring
     one static run's finish times close together, never half of them.

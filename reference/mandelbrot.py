@@ -160,7 +160,7 @@ def _wait_any(requests: list) -> int:
 
     MPI implementations busy-poll inside Waitany. Here the master would spin at 100% CPU for
     the whole run, which on a laptop with as many workers as cores takes a core from them
-    (measured: speedup 0.99 instead of 1.71 with 2 workers + master on 2 cores). Testing and
+    (measured: speedup 0.99 instead of 1.84-1.88 with 2 workers + master on 2 cores). Testing and
     sleeping briefly costs at most POLL per result, hidden by the batch each worker holds.
     """
     from mpi4py import MPI
