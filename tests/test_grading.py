@@ -45,7 +45,8 @@ def test_bad_option_names_the_option(tmp_path):
 
 
 def test_grades_on_a_cluster_the_user_started(tmp_path):
-    """--ipp-connect uses `ipcluster start -n X` and leaves that cluster running."""
+    """--ipp-connect uses `ipcluster start -n X` and leaves that cluster running (grader and
+    bench)."""
     import os
     import subprocess
     import sys
@@ -69,6 +70,15 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
         assert run.returncode == 0, run.output[-3000:]
         assert len(run.passed()) >= 6 and not run.failed()
         assert cluster.poll() is None, "the grader must not stop a cluster it did not start"
+        # The benchmark uses it the same way.
+        bench = subprocess.run([sys.executable, "-m", "grader.bench", "matmul", "--backends",
+                                "ipp", "--size", "matmul=32", "--workers", "1,2", "--repeat",
+                                "1", "--ipp-connect", str(connection), "--no-contrasts",
+                                "--out", str(tmp_path / "bench")], capture_output=True,
+                               text=True, timeout=300)
+        assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+        assert "cluster start" not in bench.stdout and "connect, import" in bench.stdout
+        assert cluster.poll() is None, "bench must not stop a cluster it did not start"
     finally:
         import psutil
 
