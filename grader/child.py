@@ -332,8 +332,25 @@ def run_ipp(job: dict, jobdir: str) -> None:
             except BaseException as exc:  # noqa: BLE001
                 result = _failure(job, exc)
             write_result(jobdir, i, 0, result)
+        _untrace(client)
     finally:
         client.close()
+
+
+def _engine_untrace() -> None:
+    """Run on each engine: tracing off (self-contained, see ``_engine_setup``)."""
+    from problems import trace as _trace
+
+    _trace.set_directory(None)
+
+
+def _untrace(client) -> None:
+    """Turn tracing off on every engine: the trace directories go with the grading session,
+    and a user's cluster (--ipp-connect) outlives it. An engine still stuck is left alone."""
+    try:
+        client[:].apply_async(_engine_untrace).get(timeout=5)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def main(jobdir: str) -> None:

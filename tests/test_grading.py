@@ -70,6 +70,11 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
         assert run.returncode == 0, run.output[-3000:]
         assert len(run.passed()) >= 6 and not run.failed()
         assert cluster.poll() is None, "the grader must not stop a cluster it did not start"
+        import ipyparallel as ipp
+
+        with ipp.Client(str(connection)) as client:  # and leaves its engines untraced
+            dirs = client[:].apply_sync(eval, "__import__('problems.trace').trace.directory()")
+        assert dirs == [None, None]
         # The benchmark uses it the same way.
         bench = subprocess.run([sys.executable, "-m", "grader.bench", "matmul", "--backends",
                                 "ipp", "--size", "matmul=32", "--workers", "1,2", "--repeat",

@@ -140,7 +140,8 @@ def run_pool(job: dict) -> None:
 
 
 def _engine_path(paths: list[str], modules: list[str]) -> int:
-    """Run on each engine: the kit and the target importable, the target freshly imported."""
+    """Run on each engine: the kit and the target importable, the target freshly imported,
+    tracing off (a cluster of the user's may have been used by a grading session)."""
     import os as _os
     import sys as _sys
 
@@ -149,6 +150,9 @@ def _engine_path(paths: list[str], modules: list[str]) -> int:
             _sys.path.insert(0, entry)
     for name in modules:
         _sys.modules.pop(name, None)
+    from problems import trace as _trace
+
+    _trace.set_directory(None)
     return _os.getpid()
 
 
