@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,9 +151,9 @@ def detect_mpiexec(command: str | None = None) -> tuple[str, ...]:
     return (exe,)
 
 
-def mpi_command(rt: Runtime, ranks: int, module_args: list[str]) -> list[str]:
+def mpi_command(launcher: Sequence[str], ranks: int, module_args: list[str]) -> list[str]:
     """``mpiexec -n ranks python -m mpi4py <module_args>``: an uncaught exception aborts all."""
-    return [*rt.mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", *module_args]
+    return [*launcher, "-n", str(ranks), sys.executable, "-m", "mpi4py", *module_args]
 
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
@@ -211,7 +212,7 @@ class Job:
     def command(self, jobdir: Path) -> list[str]:
         runner = ["-m", "grader.child", str(jobdir)]
         if self.backend == "mpi":
-            return mpi_command(self.rt, self.workers, runner)
+            return mpi_command(self.rt.mpiexec, self.workers, runner)
         return [sys.executable, *runner]
 
     def run(self) -> list[Outcome]:
@@ -382,7 +383,7 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
     if not (rt.target.directory / f"{module}.py").is_file():
         return Outcome(MISSING_MODULE, f"{rt.target.display}/{module}.py does not exist")
     jobdir = Path(tempfile.mkdtemp(prefix=f"run-{module}-", dir=rt.workdir))
-    cmd = mpi_command(rt, ranks, ["-m", f"{rt.target.package}.{module}"])
+    cmd = mpi_command(rt.mpiexec, ranks, ["-m", f"{rt.target.package}.{module}"])
     env = child_env({"PYTHONPATH": os.pathsep.join([str(rt.target.directory.parent),
                                                     child_env()["PYTHONPATH"]]),
                      "MPIEXEC_TIMEOUT": str(int(rt.timeout + 30))})

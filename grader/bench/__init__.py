@@ -29,7 +29,7 @@ from pathlib import Path
 
 from grader import proctree
 from grader.bench import plots, report, workloads
-from grader.harness import KIT_ROOT, Target, child_env, detect_mpiexec
+from grader.harness import KIT_ROOT, Target, child_env, detect_mpiexec, mpi_command
 from grader.ipp_cluster import SessionCluster
 
 
@@ -48,7 +48,6 @@ class Measured:
     error: str = ""
     contrast: bool = False
     worker_work: list[float] = field(default_factory=list)  # traced runs: work units per worker
-    worker_busy: list[float] = field(default_factory=list)  # and seconds in compute_rows
     speedup: float | None = None
     efficiency: float | None = None
 
@@ -56,9 +55,9 @@ class Measured:
     def median(self) -> float | None:
         return statistics.median(self.times) if self.times else None
 
-    @property
-    def label(self) -> str:
-        return f"{self.backend} {self.scheme}".strip()
+    def as_dict(self) -> dict:
+        """The row as ``bench.json`` has it (what tables and plots read)."""
+        return {**asdict(self), "median": self.median}
 
 
 @dataclass
@@ -115,12 +114,12 @@ class Runner:
         if self.cluster is None:
             n = max(self.plan.workers)
             self.cluster = SessionCluster(n, self.plan.out / "jobs", self.plan.ipp_connect)
-            self.cluster.connection_file()
+        path = self.cluster.connection_file()
+        if self.cluster_seconds is None and self.cluster.start_seconds is not None:
             self.cluster_seconds = self.cluster.start_seconds
-            if self.cluster_seconds is not None:
-                print(f"(cluster of {n} engines started in {self.cluster_seconds:.1f} s) ",
-                      end="", flush=True)
-        return self.cluster.connection_file()
+            print(f"(cluster of {self.cluster.n} engines started in "
+                  f"{self.cluster_seconds:.1f} s) ", end="", flush=True)
+        return path
 
     def close(self) -> None:
         if self.cluster is not None:
@@ -168,7 +167,7 @@ class Runner:
         if backend == "mpi":
             if plan.mpi_error:
                 return plan.mpi_error
-            cmd = [*plan.mpiexec, "-n", str(workers), sys.executable, "-m", "mpi4py", *module]
+            cmd = mpi_command(plan.mpiexec, workers, module)
         else:
             cmd = [sys.executable, *module]
         if backend == "ipp":
@@ -221,7 +220,8 @@ def run(plan: Plan) -> dict:
                 print(report.brief(rows), flush=True)
                 results += rows
             report.fill_speedups(results)
-            print(report.table(name, results, runner.cluster_seconds), flush=True)
+            print(report.table(name, [r.as_dict() for r in results], runner.cluster_seconds),
+                  flush=True)
     finally:
         runner.close()
     document = {
@@ -231,7 +231,7 @@ def run(plan: Plan) -> dict:
                  "backends": plan.backends, "repeat": plan.repeat,
                  "target": plan.target.display, "mpiexec": " ".join(plan.mpiexec or ())},
         "cluster_start_seconds": runner.cluster_seconds,
-        "results": [{**asdict(r), "median": r.median} for r in results],
+        "results": [r.as_dict() for r in results],
         "comparisons": report.comparisons(results),
         "seconds": time.perf_counter() - started,
     }

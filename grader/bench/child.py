@@ -53,10 +53,10 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n" + "".join(frames[-3:])
 
 
-def time_sizes(job: dict, call: Callable, root: bool = True,
+def time_sizes(job: dict, call: Callable, runs: dict, root: bool = True,
                barrier: Callable[[], None] = lambda: None) -> dict:
-    """Time ``call(args)`` ``repeat`` times per size; check results on the root process."""
-    runs: dict = {}
+    """Time ``call(args)`` ``repeat`` times per size into ``runs`` (size -> times and whether
+    every result was right, checked on the root process); return it."""
     is_serial = job["variant"]["backend"] == "serial"
     for size in job["sizes"]:
         workload = workloads.WORKLOADS[job["workload"]]
@@ -89,23 +89,34 @@ def _write(job: dict, result: dict) -> None:
     os.replace(tmp, job["out"])
 
 
+def _failed(size: str, exc: BaseException) -> dict:
+    return {size: {"error": describe(exc)}}
+
+
 def loaded(job: dict) -> tuple[Callable | None, dict | None]:
     """(the function, None), or (None, the runs to report) if it cannot be loaded."""
     try:
         return load(job), None
     except Exception as exc:  # noqa: BLE001  (the job reports it; the bench goes on)
-        return None, {job["sizes"][0]: {"error": describe(exc)}}
+        return None, _failed(job["sizes"][0], exc)
 
 
-def measure(job: dict, func: Callable | None, failed: dict | None,
-            call: Callable) -> dict:
-    """Time ``call(args)`` for every size, or say why not."""
+def measure(job: dict, failed: dict | None, call: Callable) -> dict:
+    """Time ``call(args)`` for every size; an error is recorded at the size it happened, the
+    sizes before it keep their times."""
     if failed is not None:
         return failed
+    runs: dict = {}
     try:
-        return time_sizes(job, call)
+        time_sizes(job, call, runs)
     except Exception as exc:  # noqa: BLE001
-        return {job["sizes"][0]: {"error": describe(exc)}}
+        runs.update(_failed(next(s for s in job["sizes"] if s not in runs), exc))
+    return runs
+
+
+def _trace_args(job: dict) -> tuple:
+    """The arguments of the one traced run (the largest size)."""
+    return workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"])
 
 
 def _worked(runs: dict) -> bool:
@@ -116,7 +127,7 @@ def _worked(runs: dict) -> bool:
 
 def run_serial(job: dict) -> None:
     func, failed = loaded(job)
-    runs = measure(job, func, failed, lambda args: func(*args))
+    runs = measure(job, failed, lambda args: func(*args))
     _write(job, {"startup": None, "runs": runs})
 
 
@@ -128,40 +139,37 @@ def run_pool(job: dict) -> None:
     with multiprocessing.Pool(job["workers"]) as pool:
         pool.map(abs, range(job["workers"]))  # the workers are up and answering
         startup = {"seconds": time.perf_counter() - begin, "what": "pool creation"}
-        runs = measure(job, func, failed, lambda args: func(*args, pool))
+        runs = measure(job, failed, lambda args: func(*args, pool))
     result = {"startup": startup, "runs": runs}
     if job.get("trace") and _worked(runs):
         # One more run on a pool that traces, to see which worker did which rows.
         with multiprocessing.Pool(job["workers"], trace.set_directory, (job["trace"]["dir"],)) \
                 as pool:
-            func(*workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"]), pool)
+            func(*_trace_args(job), pool)
             result["workers"] = [p.pid for p in pool._pool]
     _write(job, result)
 
 
-def _engine_path(paths: list[str], modules: list[str]) -> int:
-    """Run on each engine: the kit and the target importable, the target freshly imported,
-    tracing off (a cluster of the user's may have been used by a grading session)."""
+def _engine_setup(paths: list[str], fresh: list[str], module: str | None) -> int:
+    """Run on each engine: the kit and the target importable, the target freshly imported
+    (``module``, so that the first timed call does not pay for it), tracing off (a cluster of
+    the user's may have been used by a grading session). Self-contained: as ``__main__``, this
+    module's functions reach the engines by value, without their globals."""
+    import importlib as _importlib
     import os as _os
     import sys as _sys
 
     for entry in reversed(paths):
         if entry not in _sys.path:
             _sys.path.insert(0, entry)
-    for name in modules:
+    for name in fresh:
         _sys.modules.pop(name, None)
     from problems import trace as _trace
 
     _trace.set_directory(None)
+    if module:
+        _importlib.import_module(module)
     return _os.getpid()
-
-
-def _engine_import(name: str) -> None:
-    """Run on each engine: import the module of the timed function (self-contained, as
-    ``_engine_path``)."""
-    import importlib as _importlib
-
-    _importlib.import_module(name)
 
 
 def run_ipp(job: dict) -> None:
@@ -174,18 +182,17 @@ def run_ipp(job: dict) -> None:
         targets = sorted(client.ids)[: job["workers"]]
         package = Path(job["target_dir"]).name
         paths = [job["kit"], str(Path(job["target_dir"]).parent)]
-        pids = client[targets].apply_sync(_engine_path, paths, [module_name(job), package])
         func, failed = loaded(job)
-        if failed is None:  # the engines import it now, not during the first timed call
-            client[targets].apply_sync(_engine_import, module_name(job))
+        pids = client[targets].apply_sync(_engine_setup, paths, [module_name(job), package],
+                                          None if failed else module_name(job))
         view = (client.load_balanced_view(targets) if job["variant"]["view"] == "balanced"
                 else client[targets])
         startup = {"seconds": time.perf_counter() - begin, "what": "connect, import"}
-        runs = measure(job, func, failed, lambda args: func(*args, view))
+        runs = measure(job, failed, lambda args: func(*args, view))
         result = {"startup": startup, "runs": runs}
         if job.get("trace") and _worked(runs):
             client[targets].apply_sync(trace.set_directory, job["trace"]["dir"])
-            func(*workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"]), view)
+            func(*_trace_args(job), view)
             client[targets].apply_sync(trace.set_directory, None)
             result["workers"] = pids
         _write(job, result)
@@ -203,13 +210,12 @@ def run_mpi(job: dict) -> None:
     startup = {"seconds": time.time() - job["launched"], "what": "mpiexec launch"}
     try:
         func = load(job)
-        runs = time_sizes(job, lambda args: func(*args, comm), root=rank == 0,
+        runs = time_sizes(job, lambda args: func(*args, comm), {}, root=rank == 0,
                           barrier=comm.Barrier)
         workers = None
-        if job.get("trace"):
+        if job.get("trace"):  # Mandelbrot: its spec is given on every rank
             trace.set_directory(job["trace"]["dir"])
-            spec = workloads.inputs(job["workload"], job["trace"]["size"], job["datadir"])
-            func(*spec, comm)
+            func(*_trace_args(job), comm)
             trace.set_directory(None)
             workers = comm.gather(os.getpid(), root=0)
     except Exception as exc:  # noqa: BLE001

@@ -31,15 +31,13 @@ def scaling(results: list[dict], workload: str, size: str, path: Path) -> Path:
     serial = next((r["median"] for r in mine if r["backend"] == "serial"), None)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     lines = [r for r in mine if r["backend"] != "serial" and not r["contrast"]]
-    labels = list(dict.fromkeys(f"{r['backend']} {r['scheme']}".strip() for r in lines))
     most = max([r["workers"] for r in lines], default=1)
-    for label in labels:
-        points = sorted((r["workers"], r["median"]) for r in lines
-                        if f"{r['backend']} {r['scheme']}".strip() == label)
+    for name in dict.fromkeys(report.label(r) for r in lines):
+        points = sorted((r["workers"], r["median"]) for r in lines if report.label(r) == name)
         workers, seconds = zip(*points, strict=True)
-        left.plot(workers, seconds, "o-", label=label)
+        left.plot(workers, seconds, "o-", label=name)
         if serial:
-            right.plot(workers, [serial / s for s in seconds], "o-", label=label)
+            right.plot(workers, [serial / s for s in seconds], "o-", label=name)
     if serial:
         left.axhline(serial, color="k", ls="--", lw=1, label="serial")
         right.plot([1, most], [1, most], color="k", ls="--", lw=1, label="ideal")

@@ -63,46 +63,60 @@ def worker_ratio(row) -> float | None:
 
 
 def attach_work(row, pids: list[int], trace_dir: Path) -> None:
-    """Each worker's work units and busy seconds, from the trace of one run, in pid order."""
+    """Each worker's work units, from the trace of one run, in pid order."""
     units: dict[int, float] = defaultdict(float)
-    busy: dict[int, float] = defaultdict(float)
     for rec in trace.read(trace_dir):
         units[rec.pid] += rec.units
-        busy[rec.pid] += rec.end - rec.start
     row.worker_work = [units[p] for p in pids]
-    row.worker_busy = [busy[p] for p in pids]
 
 
-def table(workload: str, results: list, cluster_seconds: float | None) -> str:
+def label(row: dict) -> str:
+    """How tables and plots name a row's function: backend and scheme."""
+    return f"{row['backend']} {row['scheme']}".strip()
+
+
+def _blocks(results: list[dict], workload: str):
+    """Per size of one problem: (size, its serial row or None, the other rows to show)."""
+    rows = [r for r in results if r["workload"] == workload]
+    for size in dict.fromkeys(r["size"] for r in rows):
+        here = [r for r in rows if r["size"] == size]
+        base = next((r for r in here if r["backend"] == "serial"), None)
+        yield size, base, [r for r in here if r["backend"] != "serial" and r["error"] != SKIPPED]
+
+
+def _failure(row: dict) -> str:
+    """Why a row has no time to show ('' if it has one)."""
+    return _first_line(row["error"]) if row["error"] else "" if row["ok"] else "WRONG RESULT"
+
+
+def table(workload: str, results: list[dict], cluster_seconds: float | None) -> str:
     """The terminal table of one problem: a block per size."""
-    rows = [r for r in results if r.workload == workload]
     lines = []
-    for size in dict.fromkeys(r.size for r in rows):
-        base = next((r for r in rows if r.size == size and r.backend == "serial"), None)
+    for size, base, rows in _blocks(results, workload):
         head = f"\n{workload} {size}: serial "
-        head += (f"{base.median:.3f} s (median of {len(base.times)})" if base and base.times
-                 else f"failed: {_first_line(base.error) if base else 'not run'}")
+        head += (f"{base['median']:.3f} s (median of {len(base['times'])})"
+                 if base and base["median"]
+                 else f"failed: {_first_line(base['error']) if base else 'not run'}")
         lines += [head, f"  {'':<22}{'P':>3} {'median s':>10} {'speedup':>8} "
                   f"{'efficiency':>10}   start-up (not in the median)"]
         for r in rows:
-            if r.size != size or r.backend == "serial" or r.error == SKIPPED:
+            name = label(r) + (" [contrast]" if r["contrast"] else "")
+            if r["error"]:
+                lines.append(f"  {name:<22}{r['workers']:>3}   {_failure(r)}")
                 continue
-            name = r.label + (" [contrast]" if r.contrast else "")
-            if r.error:
-                lines.append(f"  {name:<22}{r.workers:>3}   {_first_line(r.error)}")
-                continue
-            speed = f"{r.speedup:8.2f} {r.efficiency:10.2f}" if r.speedup else f"{'':19}"
-            start = _startup_text(r, cluster_seconds)
-            wrong = "   WRONG RESULT" if not r.ok else ""
-            lines.append(f"  {name:<22}{r.workers:>3} {r.median:10.3f} {speed}   {start}{wrong}")
+            speed = f"{r['speedup']:8.2f} {r['efficiency']:10.2f}" if r["speedup"] \
+                else f"{'':19}"
+            wrong = "   WRONG RESULT" if not r["ok"] else ""
+            lines.append(f"  {name:<22}{r['workers']:>3} {r['median']:10.3f} {speed}   "
+                         f"{_startup_text(r, cluster_seconds)}{wrong}")
     return "\n".join(lines)
 
 
-def _startup_text(row, cluster_seconds: float | None) -> str:
-    if not row.startup:
+def _startup_text(row: dict, cluster_seconds: float | None) -> str:
+    if not row["startup"]:
         return ""
-    text = f"{row.startup['seconds']:.2f} s {row.startup['what']}"
-    if row.backend == "ipp" and cluster_seconds:
+    text = f"{row['startup']['seconds']:.2f} s {row['startup']['what']}"
+    if row["backend"] == "ipp" and cluster_seconds:
         text += f" (+ cluster start {cluster_seconds:.1f} s, once)"
     return text
 
@@ -168,21 +182,15 @@ def markdown(document: dict) -> str:
         lines.append(f"The ipyparallel cluster started in {document['cluster_start_seconds']:.1f}"
                      " s (once, not in any time below).")
     for workload in plan["workloads"]:
-        for size in plan["sizes"][workload]:
-            rows = [r for r in results if (r["workload"], r["size"]) == (workload, size)]
-            base = next((r for r in rows if r["backend"] == "serial"), None)
+        for size, base, rows in _blocks(results, workload):
             serial = f"{base['median']:.3f} s" if base and base["median"] else "failed"
             lines += ["", f"**{workload} {size}** (serial {serial})", "",
                       "| function | P | median s | speedup | efficiency | start-up s |",
                       "|---|---:|---:|---:|---:|---:|"]
             for r in rows:
-                if r["backend"] == "serial" or r["error"] == SKIPPED:
-                    continue
-                name = f"{r['backend']} {r['scheme']}".strip() + (" (contrast)" if r["contrast"]
-                                                                  else "")
-                if r["error"] or not r["ok"]:
-                    why = _first_line(r["error"]) if r["error"] else "wrong result"
-                    lines.append(f"| {name} | {r['workers']} | {why} | | | |")
+                name = label(r) + (" (contrast)" if r["contrast"] else "")
+                if _failure(r):
+                    lines.append(f"| {name} | {r['workers']} | {_failure(r)} | | | |")
                     continue
                 start = f"{r['startup']['seconds']:.2f}" if r["startup"] else ""
                 speed = (f"{r['speedup']:.2f} | {r['efficiency']:.2f}" if r["speedup"]
