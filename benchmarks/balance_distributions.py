@@ -1,13 +1,19 @@
 """Benchmark (not a test): the distributions behind the Mandelbrot balance rule.
 
-    python benchmarks/balance_distributions.py [--runs 30] [--target reference] [--busy 2]
+    python benchmarks/balance_distributions.py [--runs 20] [--busy 2] [--workers 4]
+                                               [--only NAME ...]
 
-Runs every ``mandelbrot_{mpi,ipp,pool}_{chunked,balanced}`` of the target on ``GRADING`` at
-P = 3 and 4 (balance is graded at 4) as ``grader/test_mandelbrot.py`` does (``Grading.run``,
-batches of ``REPEATS`` runs per child), optionally beside ``--busy`` busy-loop processes, and
-prints, per function and P, min / median / max of R (max/mean of per-worker work) and of
-R_finish (max/mean of per-worker finish times), and how many batches of REPEATS runs pass
-the balance rule.
+Runs each scheme below on ``GRADING`` at P = ``--workers`` exactly as the grader does
+(``Grading.run``, batches of ``REPEATS`` runs per child), optionally beside ``--busy``
+busy-loop processes, and prints per scheme min / median / max over the runs of:
+R_work (max/mean of per-worker work), R_busy (max/mean of per-worker time inside
+compute_rows), the longest wait of any worker while others computed (share of the span),
+R_finish, the number of workers that computed, and how many batches of REPEATS runs the rule
+(``grader.balance.balanced``) accepts.
+
+Schemes: the reference's chunked and balanced functions on the three backends, the correct
+alternatives of tests/catalogue.py (MPI cyclic rows, a computing master) and the cheats
+(static blocks with a barrier before the last rows, on every backend).
 """
 
 from __future__ import annotations
@@ -22,63 +28,87 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from grader import balance, evidence, proctree  # noqa: E402
 from grader.harness import Grading, Runtime, Target, detect_mpiexec  # noqa: E402
 from grader.ipp_cluster import SessionCluster  # noqa: E402
-from grader.test_mandelbrot import (  # noqa: E402
-    GRADING,
-    REPEATS,
-    balanced,
-    finish_ratio,
-    worker_work,
-)
-from problems.mandelbrot import imbalance  # noqa: E402
+from problems.mandelbrot import GRADING  # noqa: E402
+from tests import catalogue  # noqa: E402
 
-WORKERS = (3, 4)  # graded at 4; 3 shows why not there
+KERNEL = "mandelbrot.compute_rows"
+ALTERNATIVES = {  # name: (catalogue code, backend), graded as <backend>-balanced
+    "mpi_cyclic": (catalogue.MPI_CYCLIC, "mpi"),
+    "mpi_computing_master": (catalogue.MPI_COMPUTING_MASTER, "mpi"),
+    "mpi_barrier_cheat": (catalogue.MPI_BARRIER, "mpi"),
+    "pool_barrier_cheat": (catalogue.POOL_BARRIER, "pool"),
+    "ipp_barrier_cheat": (catalogue.IPP_BARRIER, "ipp"),
+}
 
 
 def _spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
+def schemes(workdir: Path) -> list[tuple[str, Target, str, str]]:
+    """(name, target, backend, scheme) for every scheme measured."""
+    reference = Target.resolve("reference")
+    out = [(f"reference {b} {s}", reference, b, s)
+           for b in ("mpi", "ipp", "pool") for s in ("chunked", "balanced")]
+    for name, (code, backend) in ALTERNATIVES.items():
+        sub = catalogue.Broken(name, "mandelbrot", catalogue._redefine(code), (), "")
+        out.append((name, Target.resolve(str(sub.build(workdir))), backend, "balanced"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--target", default="reference")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes beside")
-    parser.add_argument("--json", help="write every R here")
+    parser.add_argument("--only", nargs="*", help="schemes whose name contains one of these")
+    parser.add_argument("--json", help="write every measure here")
     args = parser.parse_args()
+    proctree.become_subreaper()
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(args.busy)]
     workdir = Path(tempfile.mkdtemp(prefix="balance-"))
-    cluster = SessionCluster(max(WORKERS), workdir)
-    rt = Runtime(Target.resolve(args.target), 60.0, detect_mpiexec(), workdir)
-    grading = Grading(rt, cluster)
+    cluster = SessionCluster(args.workers, workdir)
     found = {}
-    print(f"{'function':<28} P   {'R min/med/max':>18}  {'R_finish min/med/max':>20}  "
-          "batches passing")
+    print(f"{'scheme':<28} {'R_work':>18} {'R_busy':>18} {'max wait':>18} {'R_finish':>18} "
+          f"{'computing':>9}  batches passing", flush=True)
     try:
-        for backend in ("mpi", "ipp", "pool"):
-            for scheme in ("chunked", "balanced"):
-                for workers in WORKERS:
-                    extra = {"view": "balanced"} if backend == "ipp" and scheme == "balanced" \
-                        else {}
-                    runs = []
-                    for _ in range(-(-args.runs // REPEATS)):
-                        runs += grading.run(backend, "mandelbrot",
-                                            f"mandelbrot_{backend}_{scheme}",
-                                            [{"args": (GRADING,), "everywhere": True}] * REPEATS,
-                                            workers, **extra)
-                    ratios = [imbalance(worker_work(o, backend, scheme, workers)) for o in runs]
-                    finish = [finish_ratio(o, backend, scheme, workers) for o in runs]
-                    # the verdict on each batch of REPEATS runs, as the test gives it
-                    batches = [runs[i:i + REPEATS] for i in range(0, len(runs), REPEATS)]
-                    passes = sum(balanced(b, backend, scheme, workers) for b in batches)
-                    name = f"mandelbrot_{backend}_{scheme}"
-                    print(f"{name:<28} {workers}   {_spread(ratios):>18}  {_spread(finish):>20}"
-                          f"  {passes}/{len(batches)}", flush=True)
-                    found[f"{name}-{workers}"] = {"R": ratios, "R_finish": finish,
-                                                  "passes": passes}
+        for name, target, backend, scheme in schemes(workdir):
+            if args.only and not any(o in name for o in args.only):
+                continue
+            rt = Runtime(target, 60.0, detect_mpiexec(), workdir)
+            grading = Grading(rt, cluster)
+            extra = {"view": "balanced"} if backend == "ipp" and scheme == "balanced" else {}
+            runs = []
+            for _ in range(-(-args.runs // balance.REPEATS)):
+                outcomes = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}",
+                                       [{"args": (GRADING,), "everywhere": True}]
+                                       * balance.REPEATS, args.workers, **extra)
+                for o in outcomes:
+                    if not o.ok:
+                        print(f"{name}: {o.message}", flush=True)
+                        continue
+                    ev = evidence.sort_records(o, KERNEL, backend,
+                                               evidence.mandelbrot_binding(GRADING))
+                    runs.append(balance.measure(ev, GRADING, args.workers))
+            if not runs:
+                continue
+            batches = [runs[i:i + balance.REPEATS]
+                       for i in range(0, len(runs), balance.REPEATS)]
+            passing = sum(balance.balanced(b) for b in batches)
+            row = {"R_work": [m.r_work for m in runs], "R_busy": [m.r_busy for m in runs],
+                   "max_wait": [m.max_wait for m in runs], "R_finish": [m.r_finish for m in runs],
+                   "computing": [m.computing for m in runs], "passing": passing,
+                   "batches": len(batches)}
+            found[name] = row
+            print(f"{name:<28} {_spread(row['R_work']):>18} {_spread(row['R_busy']):>18} "
+                  f"{_spread(row['max_wait']):>18} {_spread(row['R_finish']):>18} "
+                  f"{min(row['computing']):>4}-{max(row['computing'])}    "
+                  f"{passing}/{len(batches)}", flush=True)
     finally:
         cluster.stop()
         for proc in busy:

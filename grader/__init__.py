@@ -3,5 +3,6 @@
 Parent side (pytest process): ``plugin`` (options, points, score table), ``harness`` (runs a
 graded call in a child and reads its results back), ``proctree`` (process trees, stacks, kills),
 ``ipp_cluster`` (the session's ipyparallel cluster), ``checks`` (verdicts from results and traces).
-Child side: ``child`` only; it imports nothing else from this package.
+Child side: ``child`` only; of this package it imports only ``wire``, the data format of
+results and arguments that both sides share.
 """

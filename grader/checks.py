@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import pytest
 
 from grader.harness import FINAL, Outcome
-from problems.trace import Record
 
 
 def fail(message: str) -> None:
@@ -26,14 +23,6 @@ def require_ok(outcome: Outcome, context: str) -> None:
     if outcome.details:
         message += "\n" + outcome.details.rstrip()
     fail(message)
-
-
-def work_by_pid(records: list[Record]) -> dict[int, float]:
-    """Total traced work units per process."""
-    work: dict[int, float] = defaultdict(float)
-    for r in records:
-        work[r.pid] += r.units
-    return dict(work)
 
 
 def require_array(value, expected: np.ndarray, context: str, what: str = "result") -> None:

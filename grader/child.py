@@ -3,9 +3,14 @@
 Started by the harness as ``python -m grader.child JOBDIR`` (pool, ipyparallel and plain) or
 ``mpiexec -n P python -m mpi4py -m grader.child JOBDIR`` (MPI, where ``-m mpi4py`` turns an
 uncaught exception on one rank into ``MPI_Abort`` instead of a hang). It reads ``JOBDIR/job.pkl``
-and writes, for every case i and rank r, ``JOBDIR/result-{i}-{r}.pkl``; a missing file is
-evidence too (the harness reports it). It imports only the standard library, numpy-free kit code
-(``problems.trace``), mpi4py or ipyparallel, and the graded package, never pytest or the plugin.
+(written by the grader) and writes, for every case i and rank r, ``JOBDIR/result-{i}-{r}.json``
+as data (``grader.wire``: JSON and ``.npy``, never a pickle); a missing file is evidence too
+(the harness reports it). It imports only the standard library, numpy, ``grader.wire``,
+``problems.trace``, mpi4py or ipyparallel, and the graded package, never pytest or the plugin.
+
+Nothing this runner reports decides a verdict on its own: the graded code runs in this process
+and could change it. The harness checks the inputs (array arguments live in files it reads
+itself), the processes left behind and the process ids from outside.
 
 On SIGUSR1 every process of the child (each MPI rank, each pool worker) writes its Python stack
 to ``JOBDIR/stack-{pid}.txt``, so that a hang can be diagnosed before the harness kills it.
@@ -24,6 +29,9 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
+
+from grader import wire
 from problems import trace
 
 # Statuses a result file can carry (the harness adds "crashed" and "timeout").
@@ -31,6 +39,7 @@ OK, NOT_IMPLEMENTED, ERROR = "ok", "not_implemented", "error"
 MISSING_MODULE, MISSING_FUNCTION = "missing_module", "missing_function"
 IMPORT_ERROR = "import_error"
 LIMIT, LEAKED = "limit", "leaked"  # a resource limit was hit; processes were left running
+RUNNER_ABORT = 86  # the error code of the runner's own MPI_Abort after a failed case
 _stack_files: list = []  # keep the faulthandler files open for the life of the process
 
 
@@ -55,35 +64,6 @@ def apply_limits(job: dict) -> None:
 
 def _size(nbytes: int) -> str:
     return f"{nbytes / 2**30:g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:g} MiB"
-
-
-def leftover_children(tagged: bool = False) -> list[str]:
-    """Processes this process started and left running ("pid cmdline"), ignoring
-    multiprocessing's own helpers. With ``tagged``, also orphans that carry this child's tag
-    (a process started by a pool worker outlives the worker); not for MPI, whose ranks share it.
-    """
-    import psutil
-
-    procs = {p.pid: p for p in psutil.Process().children(recursive=True)}
-    tag = os.environ.get("PARAKIT_TAG")  # grader.proctree.TAG_VAR
-    if tagged and tag:
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.environ().get("PARAKIT_TAG") == tag:
-                    procs.setdefault(proc.pid, proc)
-            except psutil.Error:
-                continue
-    left = []
-    for proc in procs.values():
-        try:
-            cmd = " ".join(proc.cmdline())
-            if proc.status() == psutil.STATUS_ZOMBIE or "resource_tracker" in cmd \
-                    or "forkserver" in cmd:
-                continue
-        except psutil.Error:
-            continue
-        left.append(f"{proc.pid} {cmd[:80]}")
-    return left
 
 
 def _pool_worker_init(jobdir: str, trace_dir: str) -> None:
@@ -166,64 +146,43 @@ def _failure(job: dict, exc: BaseException) -> dict:
     return {"status": ERROR, "message": f"{type(exc).__name__}: {exc}", "traceback": _tb(exc)}
 
 
-def _leaked(left: list[str]) -> dict:
-    return {"status": LEAKED, "message": f"left {len(left)} process(es) running after it "
-            f"returned ({'; '.join(left[:3])}): join or terminate every process you start"}
-
-
 def write_result(jobdir: str, case: int, rank: int, result: dict) -> None:
-    """Write one result file atomically (a reader never sees half a file)."""
+    """Write one result as data (``grader.wire``): JSON, plus a ``.npy`` for an array value.
+
+    A value with no data form becomes the call's failure ("returned an unsupported type").
+    """
     result = {"pid": os.getpid(), "rank": rank, **result}
-    path = Path(jobdir, f"result-{case}-{rank}.pkl")
-    try:
-        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001
-        value = result.pop("value", None)
-        data = pickle.dumps({**result, "status": ERROR,
-                             "message": f"returned a {type(value).__name__} that cannot be "
-                                        f"sent back to the grader (pickle failed: {exc})"})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    if "value" in result:
+        try:
+            result["value"] = wire.encode(result["value"],
+                                          Path(jobdir, f"value-{case}-{rank}.npy"))
+        except wire.Unsupported as exc:
+            result.pop("value")
+            result.update(status=ERROR, message=str(exc), unsupported=True)
+    wire.write_json(Path(jobdir, f"result-{case}-{rank}.json"), result)
 
 
-def _mutated(before: tuple, after: tuple) -> str:
-    """Which argument the graded call changed in place ('' if none)."""
-    import numpy as np
+def mark(jobdir: str, name: str, wait_for: str = "", timeout: float = 10.0) -> None:
+    """Tell the grader where the run is (``grader.observe``); optionally wait for its answer."""
+    Path(jobdir, name).touch()
+    deadline = time.monotonic() + timeout
+    while wait_for and not Path(jobdir, wait_for).exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
 
-    for i, (a, b) in enumerate(zip(before, after, strict=True)):
-        if isinstance(a, np.ndarray):
-            same = isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(
-                a, b, equal_nan=a.dtype.kind in "fc")
-        else:
-            try:
-                same = bool(a == b)
-            except Exception:  # noqa: BLE001
-                same = True
-        if not same:
-            return (f"modified its input argument {i + 1} ({type(b).__name__}) in place; "
-                    "work on a copy, the caller's data must stay as it was")
-    return ""
+
+def _case_args(case: dict, rank: int, jobdir: str) -> tuple:
+    """The arguments of a case on this rank; array arguments mapped from their files."""
+    if rank == 0 or case.get("everywhere", False):
+        return tuple(wire.load_argument(arg, jobdir) for arg in case["args"])
+    return (None,) * len(case["args"])
 
 
 def _call(func, args: tuple, ctx) -> dict:
-    """Call the graded function; the result dict, checking the inputs were left alone."""
-    import copy
-
-    before = copy.deepcopy(args)
-    start = time.perf_counter()
+    """Call the graded function. The grader checks its inputs from outside: array arguments
+    in the files it reads itself, the others by the digests sent back here."""
     value = func(*args) if ctx is None else func(*args, ctx)
-    seconds = time.perf_counter() - start
-    changed = _mutated(before, args)
-    if changed:
-        return {"status": ERROR, "message": changed, "mutated": True}
-    return {"status": OK, "value": value, "seconds": seconds}
-
-
-def _case_args(case: dict, rank: int) -> tuple:
-    if rank == 0 or case.get("everywhere", False):
-        return tuple(case["args"])
-    return (None,) * len(case["args"])
+    digests = [None if isinstance(a, np.ndarray) else wire.digest(a) for a in args]
+    return {"status": OK, "value": value, "arg_digests": digests}
 
 
 def run_mpi(job: dict, jobdir: str) -> None:
@@ -240,24 +199,21 @@ def run_mpi(job: dict, jobdir: str) -> None:
         trace.set_directory(Path(jobdir, f"trace-{i}"))
         comm = world.Dup()  # a fresh communicator: a broken case cannot leak messages into the next
         try:
-            result = _call(func, _case_args(case, rank), comm)
+            result = _call(func, _case_args(case, rank, jobdir), comm)
         except BaseException as exc:  # noqa: BLE001
             result = _failure(job, exc)
-        left = leftover_children()
-        if left:
-            result = _leaked(left)
         write_result(jobdir, i, rank, result)
         if result["status"] != OK:
             # The other ranks may be blocked waiting for this one: end the whole job now.
             sys.stdout.flush()
             sys.stderr.flush()
-            world.Abort(3)
+            world.Abort(RUNNER_ABORT)
         comm.Free()
 
 
 def _run_cases(job: dict, jobdir: str, label: str, call_case) -> None:
     """The loop of the single-process runners: load the function once, then per case turn
-    tracing on (work in this process is evidence too), ``call_case(func, args, trace_dir)``,
+    tracing on (work in this process is evidence too), ``call_case(func, i, case, trace_dir)``,
     and write the result."""
     watch_stacks(jobdir, label)
     func, failure = load_function(job)
@@ -267,8 +223,9 @@ def _run_cases(job: dict, jobdir: str, label: str, call_case) -> None:
             continue
         trace_dir = str(Path(jobdir, f"trace-{i}"))
         trace.set_directory(trace_dir)
+        mark(jobdir, f"ready-{i}")
         try:
-            result = call_case(func, tuple(case["args"]), trace_dir)
+            result = call_case(func, i, case, trace_dir)
         except BaseException as exc:  # noqa: BLE001
             result = _failure(job, exc)
         write_result(jobdir, i, 0, result)
@@ -277,16 +234,18 @@ def _run_cases(job: dict, jobdir: str, label: str, call_case) -> None:
 def run_pool(job: dict, jobdir: str) -> None:
     import multiprocessing
 
-    def call_case(func, args: tuple, trace_dir: str) -> dict:
-        # A fresh pool per case; leaving the with-block terminates its workers.
+    def call_case(func, i: int, case: dict, trace_dir: str) -> dict:
+        # A fresh pool per case; leaving the with-block terminates its workers. The arguments
+        # are mapped after the workers are forked: a worker's copy is not the caller's data.
         try:
             with multiprocessing.Pool(job["workers"], _pool_worker_init,
                                       (jobdir, trace_dir)) as pool:
-                result = _call(func, args, pool)
+                result = _call(func, _case_args(case, 0, jobdir), pool)
+                # The grader looks at the workers (their pids, their CPU time) while they live.
+                mark(jobdir, f"alive-{i}", wait_for=f"ack-{i}")
+                return result
         except BaseException as exc:  # noqa: BLE001
-            result = _failure(job, exc)
-        left = leftover_children(tagged=True)
-        return _leaked(left) if left else result
+            return _failure(job, exc)
 
     _run_cases(job, jobdir, "client (the process that owns the pool)", call_case)
 
@@ -294,7 +253,7 @@ def run_pool(job: dict, jobdir: str) -> None:
 def run_plain(job: dict, jobdir: str) -> None:
     """Call the function with its arguments only (no comm, pool or view): serial exercises."""
     _run_cases(job, jobdir, "the process running it",
-               lambda func, args, trace_dir: _call(func, args, None))
+               lambda func, i, case, trace_dir: _call(func, _case_args(case, 0, jobdir), None))
 
 
 def run_ipp(job: dict, jobdir: str) -> None:
@@ -316,6 +275,8 @@ def run_ipp(job: dict, jobdir: str) -> None:
             for i in range(len(job["cases"])):
                 write_result(jobdir, i, 0, {"status": ERROR, "message": message})
             return
+        if job.get("clear_engines"):  # the session's cluster: a fresh namespace per job
+            client[:].clear(block=True)
         targets = sorted(client.ids)[: job["workers"]]
         modules = [f"{job['package']}.{job['module']}", job["package"]]
         sys_path = [str(Path(job["target_dir"]).parent)]
@@ -327,8 +288,9 @@ def run_ipp(job: dict, jobdir: str) -> None:
                                      f"engine {t}")
             view = (client.load_balanced_view(targets) if job.get("view") == "balanced"
                     else client[targets])
+            mark(jobdir, f"ready-{i}")
             try:
-                result = _call(func, tuple(case["args"]), view)
+                result = _call(func, _case_args(case, 0, jobdir), view)
             except BaseException as exc:  # noqa: BLE001
                 result = _failure(job, exc)
             write_result(jobdir, i, 0, result)
@@ -354,6 +316,7 @@ def _untrace(client) -> None:
 
 
 def main(jobdir: str) -> None:
+    # The job file is written by the grader (trusted); only results go back, as data.
     job = pickle.loads(Path(jobdir, "job.pkl").read_bytes())
     apply_limits(job)
     runners = {"mpi": run_mpi, "pool": run_pool, "ipp": run_ipp, "plain": run_plain}

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from grader import bench, proctree, reports
+from grader import bench, bundle, proctree, reports
 
 KIT = Path(__file__).resolve().parent.parent
 RELEASED = ["problems", "student", "grader", "docs", "conftest.py", "pyproject.toml",
@@ -105,6 +105,8 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
             raise FileNotFoundError(f"{submission}: no such directory")
         staged = work / "submission"
         shutil.copytree(source, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if any(arg.startswith("--run-as") for arg in pytest_args):
+            work.chmod(0o755)  # the --run-as user reads the staged copy (never writes it)
         cmd = [sys.executable, "-m", "pytest", str(KIT / "grader"), "-p", "no:cacheprovider",
                "-q", "--target", str(staged), f"--grade-json={gradescope}",
                f"--classroom-json={classroom}", f"--junitxml={outdir / 'junit.xml'}",
@@ -260,7 +262,7 @@ def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = 
         elif src.exists():
             shutil.copy2(src, dest / name)
     (dest / "grader" / "cli.py").unlink(missing_ok=True)  # instructor commands stay home
-    _release_pyproject(dest)
+    bundle.prune_pyproject(dest)  # only the packages it has, no instructor script
     if WORKFLOW.exists():
         text = WORKFLOW.read_text()
         if kit_repo:
@@ -271,23 +273,6 @@ def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = 
         workflow.parent.mkdir(parents=True, exist_ok=True)
         workflow.write_text(text)
     return dest
-
-
-def _release_pyproject(dest: Path) -> None:
-    """Name only the packages that the release has, and no instructor console script."""
-    path = dest / "pyproject.toml"
-    text = path.read_text()
-    line = re.compile(r"(?m)^packages\s*=\s*\[([^\]]*)\]")
-    found = line.findall(text)
-    if len(found) != 1:
-        raise RuntimeError(f"{path}: expected one `packages = [...]` line under "
-                           "[tool.setuptools]")
-    kept = [p for p in re.findall(r"[\"']([\w.]+)[\"']", found[0])
-            if (dest / p.replace(".", "/") / "__init__.py").exists()]
-    text = line.sub("packages = [" + ", ".join(f'"{p}"' for p in kept) + "]", text)
-    text = re.sub(r"(?m)^parakit\s*=\s*\"grader\.cli:main\"\n", "", text)
-    text = re.sub(r"(?m)^\[project\.scripts\]\n(?=\s*(\[|$))", "", text)
-    path.write_text(text)
 
 
 def cmd_release(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ failure, kills the whole process tree, and starts a new child for the cases afte
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import re
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader import proctree
+from grader import observe, proctree, wire
 from grader.child import (
+    ERROR,
     IMPORT_ERROR,
     LEAKED,
     LIMIT,
@@ -33,6 +35,7 @@ from grader.child import (
     MISSING_MODULE,
     NOT_IMPLEMENTED,
     OK,
+    RUNNER_ABORT,
 )
 from problems import trace
 
@@ -43,7 +46,7 @@ TIMEOUT, CRASHED = "timeout", "crashed"
 # Failures that will repeat identically for every later case: no point restarting for them.
 FINAL = {NOT_IMPLEMENTED, MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR}
 KIT_ROOT = Path(__file__).resolve().parent.parent
-_POLL = 0.02
+_POLL = 0.005  # seconds between looks at a running child
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,33 @@ class Target:
         if path.name in ("problems", "grader", "tests") or path.name in sys.stdlib_module_names:
             raise ValueError(f"--target {spec}: the directory name {path.name!r} would shadow "
                              "another module; rename it (e.g. submission)")
+        clash = _installed_elsewhere(path)
+        if clash:
+            raise ValueError(f"--target {spec}: the directory name {path.name!r} is also the "
+                             f"name of an installed package ({clash}); the graded code would "
+                             f"import your folder in its place (or the other way round): "
+                             "rename the directory (e.g. submission)")
         display = spec.rstrip("/") if not Path(spec).is_absolute() else str(path)
         return cls(path, path.name, display)
+
+
+def _installed_elsewhere(path: Path) -> str:
+    """Where a module named like the target is installed, if not the target itself ('' if
+    none). The kit's own student/ and reference/ may be shadowed: the child never imports them.
+    """
+    if path.name in ("student", "reference"):
+        return ""
+    try:
+        spec = importlib.util.find_spec(path.name)
+    except (ImportError, ValueError):
+        return ""
+    if spec is None:
+        return ""
+    where = spec.origin if spec.origin not in (None, "namespace") else \
+        next(iter(spec.submodule_search_locations or []), None)
+    if where is None or Path(where).resolve().is_relative_to(path):
+        return ""
+    return str(where)
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,25 @@ class Runtime:
     connect_timeout: float = 60.0
     mpi_error: str = ""  # why MPI cannot run here (no mpiexec), if it cannot
     limits: Limits = field(default_factory=lambda: Limits())
+    run_as: tuple[int, int] | None = None  # uid, gid of graded processes (--run-as); None: ours
+
+
+def hand_over(jobdir: Path, run_as: tuple[int, int] | None) -> None:
+    """Give a new job folder and all in it to the ``--run-as`` user, before any graded process
+    starts: graded code works on its arguments and writes its results and traces there, and
+    nowhere else of ours."""
+    if run_as is not None:
+        for path in [jobdir, *jobdir.rglob("*")]:
+            os.lchown(path, *run_as)
+
+
+def read_job_file(path: Path) -> str:
+    """A text file of a job folder ('' if there is none that may be read): graded code could
+    have replaced it, so never through a link (``grader.wire.read_untrusted``)."""
+    try:
+        return wire.read_untrusted(path).decode(errors="replace")
+    except (OSError, wire.WireError):
+        return ""
 
 
 @dataclass(frozen=True)
@@ -103,10 +150,11 @@ class Outcome:
     status: str  # ok, not_implemented, error, missing_*, import_error, crashed, timeout
     message: str = ""
     values: dict[int, Any] = field(default_factory=dict)  # rank (0 for pool/ipp) -> value
-    pids: dict[int, int] = field(default_factory=dict)  # rank -> pid of the runner
+    pids: dict[int, int] = field(default_factory=dict)  # rank -> pid (0: the calling process)
     records: list[trace.Record] = field(default_factory=list)
     details: str = ""  # traceback, stacks, output tail: what a student needs to dig in
     seconds: float = 0.0
+    seen: observe.Seen = field(default_factory=lambda: observe.Seen())  # from outside
 
     @property
     def ok(self) -> bool:
@@ -167,7 +215,7 @@ def read_stacks(jobdir: Path, target: Target) -> str:
     """
     lines = []
     for path in sorted(jobdir.glob("stack-*.txt")):
-        text = path.read_text(errors="replace").splitlines()
+        text = read_job_file(path).splitlines()
         if len(text) < 2:
             continue
         label, frames = text[0], [m for m in map(_FRAME.search, text[1:]) if m]
@@ -176,7 +224,9 @@ def read_stacks(jobdir: Path, target: Target) -> str:
         inside = [m for m in frames if Path(m["file"]).resolve().is_relative_to(target.directory)]
         m = (inside or frames)[0]
         where = f"{_display_path(m['file'], target)}:{m['line']} in {m['func']}"
-        source = _source_line(m["file"], int(m["line"]))
+        # Source lines of the graded package only: a stack file is written by graded code, and
+        # could name any file the grader can read (the hidden tests).
+        source = _source_line(m["file"], int(m["line"])) if inside else ""
         lines.append(f"  {label}: {where}" + (f": {source}" if source else ""))
     return "\n".join(lines)
 
@@ -199,8 +249,9 @@ class Job:
     """One graded function over a list of cases, run in as few children as possible."""
 
     def __init__(self, rt: Runtime, backend: str, module: str, function: str,
-                 cases: list[dict], workers: int, **extra: Any):
+                 cases: list[dict], workers: int, engines: Sequence[int] = (), **extra: Any):
         self.rt, self.backend, self.workers = rt, backend, workers
+        self.engines = tuple(engines)  # pids of the session cluster's engines (ipp)
         self.spec = {"backend": backend, "module": module, "function": function,
                      "workers": workers, "target_dir": str(rt.target.directory),
                      "package": rt.target.package, "display": rt.target.display,
@@ -240,17 +291,28 @@ class Job:
         cases = self.cases[first:]
         for i in range(len(cases)):
             (jobdir / f"trace-{i}").mkdir()
-        (jobdir / "job.pkl").write_bytes(pickle.dumps({**self.spec, "cases": cases}))
+        sent = [{**case, "args": wire.store_arguments(tuple(case["args"]), i, jobdir)}
+                for i, case in enumerate(cases)]
+        (jobdir / "job.pkl").write_bytes(pickle.dumps({**self.spec, "cases": sent}))
+        hand_over(jobdir, self.rt.run_as)
         env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30))})
         child = proctree.Child(self.command(jobdir), env, cwd=jobdir, outdir=jobdir,
-                               output_limit=self.rt.limits.output)
+                               output_limit=self.rt.limits.output, user=self.rt.run_as)
+        watch = observe.Observer(self.backend, child, jobdir, self.engines,
+                                 self.ranks if self.backend == "mpi" else 0)
         outcomes: list[Outcome] = []
         deadline = time.monotonic() + self.rt.timeout
         case_start = time.monotonic()
         while len(outcomes) < len(cases):
-            done = self._collect(jobdir, len(outcomes))
+            watch.poll(len(outcomes))
+            done = self._collect(jobdir, len(outcomes), cases[len(outcomes)], child)
             if done is not None:
+                done.seen = watch.finish_case()
+                if done.seen.ranks:  # the ranks' pids as the launcher numbered them
+                    done.pids = dict(done.seen.ranks)
                 done.seconds = time.monotonic() - case_start
+                if self.backend == "mpi" and done.status == ERROR:
+                    done = self._aborted_elsewhere(child, done)
                 outcomes.append(done)
                 deadline = time.monotonic() + self.rt.timeout
                 case_start = time.monotonic()
@@ -260,7 +322,7 @@ class Job:
             code = child.popen.poll()
             if code is not None:
                 child.stop()  # let the output capture finish before reading it
-                done = self._collect(jobdir, len(outcomes)) or \
+                done = self._collect(jobdir, len(outcomes), cases[len(outcomes)], child) or \
                     self._crashed(child, jobdir, len(outcomes), code)
                 outcomes.append(done)
                 break
@@ -269,22 +331,34 @@ class Job:
                 outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
                 break
             time.sleep(_POLL)
-        child.stop()
+        # Leftovers are judged only after an orderly end: after a hang or a crash the job's
+        # own processes (stuck pool workers, aborting ranks) are still being torn down.
+        orderly = bool(outcomes) and outcomes[-1].status not in (TIMEOUT, CRASHED) and \
+            (self.backend != "mpi" or outcomes[-1].ok)
+        left = self._leftovers(child) if orderly else []
+        child.stop()  # with every process that appeared below the grader since it started
+        if left:
+            self._fail_leaked(outcomes, left)
         note = child.note_truncation()
         if note and outcomes:
             outcomes[-1].details = (outcomes[-1].details + "\n" + note).strip()
         return outcomes
 
-    def _collect(self, jobdir: Path, i: int) -> Outcome | None:
-        """The outcome of case ``i`` once its result files are there (all ranks, or a failure)."""
-        files = [jobdir / f"result-{i}-{r}.pkl" for r in range(self.ranks)]
+    def _collect(self, jobdir: Path, i: int, case: dict, child: proctree.Child) -> Outcome | None:
+        """The outcome of case ``i`` once its result files are there (all ranks, or a failure).
+
+        Results are read as data only (``grader.wire``); anything unreadable is the graded
+        call's failure. The inputs are checked here, from outside the graded process.
+        """
+        files = [jobdir / f"result-{i}-{r}.json" for r in range(self.ranks)]
         results = {}
         for r, f in enumerate(files):
             if f.exists():
                 try:
-                    results[r] = pickle.loads(f.read_bytes())
-                except (OSError, EOFError, pickle.UnpicklingError):
-                    return None
+                    results[r] = _checked_record(wire.read_json(f), r)
+                except wire.WireError as exc:
+                    return Outcome(ERROR, f"{self.spec['function']}: the grader cannot read "
+                                          f"its result: {exc}")
         # A failed rank aborts the whole MPI job, so its result alone settles the case.
         failed = [res for res in results.values() if res["status"] != OK]
         if len(results) < self.ranks and not failed:
@@ -293,18 +367,76 @@ class Job:
         if failed:
             bad = min(failed, key=lambda res: res["rank"])
             where = f" on rank {bad['rank']}" if self.backend == "mpi" and self.ranks > 1 else ""
-            details = bad.get("traceback", "")
+            details = str(bad.get("traceback", ""))
             if bad["status"] in FINAL:
-                message = bad["message"]
-            elif bad["status"] in (LIMIT, LEAKED):
-                message = f"{self.spec['function']}{where} {bad['message']}"
-            elif bad.get("mutated"):
+                message = str(bad["message"])
+            elif bad["status"] == LIMIT or bad.get("unsupported"):
                 message = f"{self.spec['function']}{where} {bad['message']}"
             else:
                 message = f"{self.spec['function']} raised {bad['message']}{where}"
             return Outcome(bad["status"], message, records=records, details=details)
-        return Outcome(OK, values={r: res["value"] for r, res in results.items()},
-                       pids={r: res["pid"] for r, res in results.items()}, records=records)
+        changed = self._changed_inputs(case, i, jobdir, results)
+        if changed:
+            return Outcome(ERROR, f"{self.spec['function']} {changed}", records=records)
+        try:
+            values = {r: wire.decode(res.get("value"), jobdir) for r, res in results.items()}
+        except wire.WireError as exc:
+            return Outcome(ERROR, f"{self.spec['function']} returned a value the grader cannot "
+                                  f"read: {exc}", records=records)
+        if self.backend == "mpi":
+            pids = {r: res["pid"] for r, res in results.items()}
+        else:  # the process the harness started runs the call: known from outside
+            pids = {0: child.popen.pid}
+        return Outcome(OK, values=values, pids=pids, records=records)
+
+    def _aborted_elsewhere(self, child: proctree.Child, failed: Outcome) -> Outcome:
+        """A rank that raised an MPI error may only be the echo of another rank's MPI_Abort
+        (a collective broken by the abort): then the abort is the cause to report."""
+        if "MPI" not in failed.message or child.wait(2.0) is None:
+            return failed
+        child.stop()  # the output capture is complete once the tree is gone
+        said = child.output("stdout") + "\n" + child.output("stderr")
+        theirs = [m for m in _ABORT.finditer(said) if int(m["code"]) != RUNNER_ABORT]
+        if not theirs:  # only the runner's own abort after the error: the error is the cause
+            return failed
+        message = (f"{self.spec['function']} did not return: rank {theirs[0]['rank']} called "
+                   f"MPI_Abort (error code {theirs[0]['code']})")
+        return Outcome(CRASHED, message, records=failed.records, details=_output_section(child),
+                       seen=failed.seen)
+
+    def _changed_inputs(self, case: dict, i: int, jobdir: Path, results: dict) -> str:
+        """What the call changed in its inputs ('' if nothing): array arguments from the files
+        the harness reads itself, the others from the digests the runner sends back."""
+        args = tuple(case["args"])
+        changed = wire.changed_arguments(args, i, jobdir)
+        ranks = results if case.get("everywhere") else {0: results.get(0, {})}
+        for res in ranks.values():
+            digests = res.get("arg_digests") or []
+            changed += [j for j, (arg, got) in enumerate(zip(args, digests, strict=False))
+                        if got is not None and got != wire.digest(arg)]
+        if not changed:
+            return ""
+        j = min(changed)
+        return (f"modified its input argument {j + 1} ({type(args[j]).__name__}) in place; "
+                "work on a copy, the caller's data must stay as it was")
+
+    def _leftovers(self, child: proctree.Child) -> list[str]:
+        """Processes the graded code started and left running ("pid cmdline"), found from
+        outside: the child's tree, new descendants of the grader (orphans come back here, see
+        proctree.become_subreaper) and processes carrying its tag, less the child's own."""
+        own = child.own_processes(levels=2 if self.backend == "mpi" else 0)
+        return [proctree.describe(p) for p in child.tree() if p.pid not in own]
+
+    def _fail_leaked(self, outcomes: list[Outcome], left: list[str]) -> None:
+        """Every case of the run that returned fails: a process of the graded code outlived it
+        (which case started it cannot be told from outside)."""
+        shown = "; ".join(left[:3])
+        message = (f"{self.spec['function']} left {len(left)} process(es) running after it "
+                   f"returned ({shown}): join or terminate every process you start")
+        for i, outcome in enumerate(outcomes):
+            if outcome.ok:
+                outcomes[i] = Outcome(LEAKED, message, records=outcome.records,
+                                      seconds=outcome.seconds)
 
     def _crashed(self, child: proctree.Child, jobdir: Path, i: int, code: int) -> Outcome:
         said = child.output("stdout") + "\n" + child.output("stderr")  # mpiexec uses both
@@ -319,6 +451,23 @@ class Job:
             msg += "\nwhere each process was when it was stopped:\n" + stacks
         return Outcome(TIMEOUT, msg, records=trace.read(jobdir / f"trace-{i}"),
                        details=_output_section(child))
+
+
+def _checked_record(data: dict, rank: int) -> dict:
+    """A result record with the fields the harness relies on, of the right types."""
+    status = data.get("status")
+    if not isinstance(status, str):
+        raise wire.WireError("the result has no status")
+    record = {"status": status, "rank": rank,
+              "message": str(data.get("message", ""))[:20000],
+              "traceback": str(data.get("traceback", ""))[:20000],
+              "unsupported": bool(data.get("unsupported", False)),
+              "value": data.get("value"),
+              "pid": data.get("pid") if isinstance(data.get("pid"), int) else -1}
+    digests = data.get("arg_digests")
+    record["arg_digests"] = [d if isinstance(d, str) else None for d in digests] \
+        if isinstance(digests, list) else []
+    return record
 
 
 def _output_section(child: proctree.Child) -> str:
@@ -373,9 +522,9 @@ def _crash_site(output: str, target: Target) -> str:
 
 
 def run_job(rt: Runtime, backend: str, module: str, function: str, cases: list[dict],
-            workers: int, **extra: Any) -> list[Outcome]:
+            workers: int, engines: Sequence[int] = (), **extra: Any) -> list[Outcome]:
     """Run ``function`` of the target's ``module`` on every case; one Outcome per case."""
-    return Job(rt, backend, module, function, cases, workers, **extra).run()
+    return Job(rt, backend, module, function, cases, workers, engines, **extra).run()
 
 
 def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
@@ -390,10 +539,12 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
     # Unbuffered, print() writes the text and the newline separately and mpiexec may glue
     # lines of different ranks together; buffered, each flushed line is one write.
     env.pop("PYTHONUNBUFFERED")
-    child = proctree.Child(cmd, env, cwd=jobdir, outdir=jobdir, output_limit=rt.limits.output)
+    hand_over(jobdir, rt.run_as)
+    child = proctree.Child(cmd, env, cwd=jobdir, outdir=jobdir, output_limit=rt.limits.output,
+                           user=rt.run_as)
     code = child.wait(rt.timeout)
     child.stop()
-    stdout = (jobdir / "stdout.txt").read_text(errors="replace")
+    stdout = read_job_file(jobdir / "stdout.txt")
     shown = f"mpiexec -n {ranks} python -m {rt.target.package}.{module}"
     if code is None:
         return Outcome(TIMEOUT, f"`{shown}` did not finish within {rt.timeout:g} s",
@@ -434,8 +585,10 @@ class Grading:
                 extra["connection_file"] = self.cluster.connection_file()
             except RuntimeError as exc:
                 return [Outcome(CRASHED, str(exc)) for _ in cases]
+            extra["clear_engines"] = self.cluster.owned  # the child clears them, not us
             self.cluster.reset()
-        outcomes = run_job(self.rt, backend, module, function, cases, workers, **extra)
+        engines = self.cluster.engines if backend == "ipp" else ()
+        outcomes = run_job(self.rt, backend, module, function, cases, workers, engines, **extra)
         if backend == "ipp" and any(o.status in (TIMEOUT, CRASHED) for o in outcomes):
             self.cluster.needs_restart = True  # an engine may still be busy with the stuck task
         timeouts = [o for o in outcomes if o.status == TIMEOUT and not o.message.startswith("not")]

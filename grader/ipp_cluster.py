@@ -1,5 +1,11 @@
-"""The grading session's ipyparallel cluster: started once, reset between tests, restarted when
-a test leaves an engine stuck, and always stopped (context manager plus an atexit backstop).
+"""The grading session's ipyparallel cluster: started once, restarted when a test leaves an
+engine stuck, and always stopped (context manager plus an atexit backstop).
+
+The grading process holds no client of the cluster once the engines are up: an ipyparallel
+client unpickles what engines send it, and the engines run graded code. Their namespaces are
+cleared by each graded child before its cases (``grader.child.run_ipp``). With ``--run-as`` the
+engines run as that user (the controller, which runs no graded code, stays the grader's), and
+the client connection file is copied where that user can read it.
 
 Alternatively the user's own cluster (``ipcluster start -n X``) is used through its client
 connection file; then the grader never starts or stops anything.
@@ -9,8 +15,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
+
+import psutil
 
 from grader import proctree
 
@@ -19,12 +29,14 @@ class SessionCluster:
     """A lazily started cluster of ``n`` engines with a private IPython directory."""
 
     def __init__(self, n: int, workdir: Path, connection_file: str | None = None,
-                 timeout: float = 120.0):
+                 timeout: float = 120.0, run_as: tuple[int, int] | None = None):
         self.n, self.workdir, self.timeout = n, Path(workdir), timeout
+        self.run_as = run_as  # uid, gid the engines run as (--run-as); None: ours
         self.user_file = connection_file
         self._cluster = None
         self._client = None
         self.start_seconds: float | None = None
+        self.engines: list[int] = []  # pids of the engines we started (none: a user's cluster)
         self.needs_restart = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -57,6 +69,13 @@ class SessionCluster:
         config = Config()
         config.LocalControllerLauncher.environment = env
         config.LocalEngineSetLauncher.environment = env
+        if self.run_as is not None:
+            home = self.workdir / "engine-home"  # a HOME the engines' user can write
+            home.mkdir(exist_ok=True)
+            os.chown(home, *self.run_as)
+            config.LocalEngineSetLauncher.environment = {**env, "HOME": str(home)}
+            config.LocalEngineSetLauncher.engine_cmd = as_user(
+                [sys.executable, "-m", "ipyparallel.engine"], *self.run_as)
         begin = time.perf_counter()
         cluster = ipp.Cluster(n=self.n, profile_dir=str(ipython_dir / "profile_parakit"),
                               config=config, shutdown_atexit=True, log_level=40)
@@ -69,19 +88,30 @@ class SessionCluster:
             self.stop()
             raise RuntimeError(f"the ipyparallel cluster did not start ({exc}); see the logs in "
                                f"{ipython_dir}") from exc
+        finally:  # no client of ours while engines run graded code (see the module's doc)
+            client, self._client = self._client, None
+            if client is not None:
+                client.close()
         self._file = str(Path(cluster.profile_dir, "security",
                               f"ipcontroller-{cluster.cluster_id}-client.json"))
+        if self.run_as is not None:  # the security folder is the grader's only
+            readable = self.workdir / f"ipcontroller-{cluster.cluster_id}-client.json"
+            shutil.copyfile(self._file, readable)
+            readable.chmod(0o644)
+            self._file = str(readable)
         self.start_seconds = time.perf_counter() - begin
+        self.engines = _engine_processes()
         self.needs_restart = False
 
     def reset(self) -> None:
-        """Clear the engines' namespaces between tests; mark the cluster stuck if they hang."""
-        if self._client is None:
-            return
-        try:
-            self._client[:].clear(block=True)
-        except Exception:  # noqa: BLE001  (an engine that cannot even clear is stuck)
-            self.needs_restart = True
+        """Between tests: nothing to do here. Each graded child clears the engines' namespaces
+        (``clear_engines`` in its job); a stuck engine fails that job, and the harness then
+        sets ``needs_restart``."""
+
+    @property
+    def owned(self) -> bool:
+        """Whether the grader started this cluster (it may clear its engines)."""
+        return not self.user_file
 
     def stop(self) -> None:
         """Stop the controller and engines (TERM, wait, KILL) if we started them."""
@@ -101,12 +131,38 @@ class SessionCluster:
         proctree.terminate(procs)
 
 
+def _engine_processes() -> list[int]:
+    """Pids of the engines among this process's children (where graded tasks run; not their
+    nannies, which only watch them)."""
+    found = []
+    for proc in psutil.Process().children():
+        try:
+            cmd = proc.cmdline()
+        except psutil.Error:
+            continue
+        if cmd[-2:] == ["-m", "ipyparallel.engine"]:
+            found.append(proc.pid)
+    return sorted(found)
+
+
 def _is_cluster_process(proc) -> bool:
     try:
         cmd = " ".join(proc.cmdline())
     except Exception:  # noqa: BLE001
         return False
     return "ipyparallel" in cmd or "ipengine" in cmd or "ipcontroller" in cmd
+
+
+# Drop to a user, then run the command (``setpriv --reuid --regid --clear-groups``, in Python).
+_AS_USER = ("import os, sys; uid, gid = int(sys.argv[1]), int(sys.argv[2]); os.setgroups([]); "
+            "os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid); "
+            "os.execv(sys.argv[3], sys.argv[3:])")
+
+
+def as_user(cmd: list[str], uid: int, gid: int) -> list[str]:
+    """``cmd`` run as user ``uid`` with group ``gid`` and no supplementary groups (the process
+    keeps its pid: the launcher's signals reach the command itself)."""
+    return [sys.executable, "-c", _AS_USER, str(uid), str(gid), *cmd]
 
 
 def _kit_pythonpath() -> str:

@@ -1,16 +1,26 @@
-"""Child processes that can always be cleaned up: tagged, in their own session, killed as a tree.
+"""Child processes that can always be cleaned up, whatever the graded code does to escape.
 
 With MPICH every rank sits in a session of its own, so ``killpg`` on the launcher misses the
-ranks. Every process the grader starts therefore carries the environment variable ``TAG_VAR``
-(inherited by everything it starts in turn); on kill we take the union of the psutil process tree
-and every process carrying the tag, so that even a rank re-parented to init is found.
+ranks. Two mechanisms find every process a graded call starts:
+
+- **Child subreaper** (Linux, :func:`become_subreaper`): the grading process is made the reaper of
+  its orphans, so a process that detaches (double fork, ``setsid``, a scrubbed environment) is
+  re-parented to the grader instead of to init and stays among its descendants. Processes
+  that appeared below the grader during a job and are not the job's own (:func:`new_processes`)
+  are leftovers of the graded code: reported, then killed.
+- **Tags**, the fallback where there is no subreaper: every process the grader starts carries the
+  environment variable ``TAG_VAR`` (inherited by everything it starts in turn); on kill we take
+  the union of the psutil process tree and every process carrying the tag. A process that
+  scrubs its environment and detaches escapes this one; docs/robustness.md says so.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +32,17 @@ import psutil
 TAG_VAR = "PARAKIT_TAG"  # unique per started child: finds its whole tree
 OWNER_VAR = "PARAKIT_OWNER"  # pid of the grading process: finds orphans of a dead session
 _PYTHON_NAMES = ("python", "python3")
+_watched_uids: set[int] = set()  # users graded code runs as besides ours (the grader's --run-as)
+
+
+def watch_uid(uid: int) -> None:
+    """Also find (and end) processes of user ``uid``: graded code runs as it (``--run-as``)."""
+    _watched_uids.add(uid)
+
+
+def _ours(uids) -> bool:
+    """Whether a process with psutil ``uids`` belongs to this grader: our user or a watched one."""
+    return uids is not None and (uids.real == os.getuid() or uids.real in _watched_uids)
 
 
 def _environ(proc: psutil.Process) -> Mapping[str, str]:
@@ -32,13 +53,15 @@ def _environ(proc: psutil.Process) -> Mapping[str, str]:
 
 
 def tagged(var: str, value: str) -> list[psutil.Process]:
-    """Every live process whose environment has ``var=value`` (ours only: same user)."""
+    """Every live process whose environment has ``var=value`` (ours only: same user, or the user
+    graded code runs as; as root, any user's: a caller such as ``parakit grade`` may not know
+    which user its grader's ``--run-as`` named, and the value is specific to our run)."""
     me = os.getpid()
-    uid = os.getuid()
+    anyone = os.geteuid() == 0
     found = []
     for proc in psutil.process_iter(["pid", "uids"]):
         try:
-            if proc.pid == me or proc.info["uids"] is None or proc.info["uids"].real != uid:
+            if proc.pid == me or not (anyone or _ours(proc.info["uids"])):
                 continue
         except (psutil.Error, KeyError):
             continue
@@ -47,7 +70,7 @@ def tagged(var: str, value: str) -> list[psutil.Process]:
     return found
 
 
-def _alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+def alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
     out = []
     for p in procs:
         try:
@@ -58,22 +81,29 @@ def _alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
     return out
 
 
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children()
+    except psutil.Error:
+        return []
+
+
 def terminate(procs: Iterable[psutil.Process], grace: float = 1.0) -> list[psutil.Process]:
     """SIGTERM, a short wait, then SIGKILL for survivors; return those that had to be killed."""
-    procs = _alive(procs)
+    procs = alive(procs)
     for p in procs:
         try:
             p.terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
+    _, survivors = psutil.wait_procs(procs, timeout=grace)
+    for p in survivors:
         try:
             p.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=grace)
-    return alive
+    psutil.wait_procs(survivors, timeout=grace)
+    return survivors
 
 
 class _Capture(threading.Thread):
@@ -109,17 +139,47 @@ class Child:
     """One graded child: started in a new session with its output captured, then waited for."""
 
     def __init__(self, cmd: list[str], env: Mapping[str, str], cwd: str | os.PathLike,
-                 outdir: str | os.PathLike, output_limit: int = 1 << 20):
+                 outdir: str | os.PathLike, output_limit: int = 1 << 20,
+                 user: tuple[int, int] | None = None):
         self.tag = uuid.uuid4().hex
         self.outdir = Path(outdir)
         env = {**env, TAG_VAR: self.tag, OWNER_VAR: str(os.getpid())}
+        as_user = {}
+        if user is not None:  # (uid, gid): no supplementary groups; HOME it can write
+            watch_uid(user[0])
+            as_user = {"user": user[0], "group": user[1], "extra_groups": []}
+            env["HOME"] = str(cwd)
         self.popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                      start_new_session=True)
+                                      start_new_session=True, **as_user)
         self.captures = {name: _Capture(pipe, self.outdir / f"{name}.txt", output_limit)
                          for name, pipe in (("stdout", self.popen.stdout),
                                             ("stderr", self.popen.stderr))}
         self.started = time.monotonic()
+        try:  # psutil's clock, to tell processes that appeared during this child's run
+            self.created = psutil.Process(self.popen.pid).create_time()
+        except psutil.Error:
+            self.created = time.time()
+
+    def own_processes(self, levels: int = 0) -> set[int]:
+        """Pids of the child and of its first ``levels`` generations (mpiexec: its proxies and
+        the ranks), plus multiprocessing's helper processes of the child itself."""
+        own = {self.popen.pid}
+        try:
+            generation = [psutil.Process(self.popen.pid)]
+        except psutil.Error:
+            return own
+        for proc in generation[0].children():
+            try:
+                cmd = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+            if "resource_tracker" in cmd or "forkserver" in cmd:
+                own.add(proc.pid)
+        for _ in range(levels):
+            generation = [c for p in generation for c in _children(p)]
+            own.update(p.pid for p in generation)
+        return own
 
     def output(self, name: str) -> str:
         """The end of the child's stdout or stderr (what a failure message shows)."""
@@ -147,7 +207,9 @@ class Child:
             return None
 
     def tree(self) -> list[psutil.Process]:
-        """The child, its descendants, and any process carrying its tag."""
+        """The child, its descendants, and every descendant of the grader that appeared since
+        the child started (detached orphans, see :func:`become_subreaper`); without a
+        subreaper, every process carrying the child's tag instead."""
         procs: dict[int, psutil.Process] = {}
         try:
             top = psutil.Process(self.popen.pid)
@@ -156,9 +218,12 @@ class Child:
                 procs[p.pid] = p
         except psutil.Error:
             pass
-        for p in tagged(TAG_VAR, self.tag):
+        # With the subreaper, nothing that left the tree can be anywhere but below us; the tag
+        # scan (every process's environment, ~10 ms) is the fallback without it.
+        extra = new_processes(self.created) if is_subreaper() else tagged(TAG_VAR, self.tag)
+        for p in extra:
             procs.setdefault(p.pid, p)
-        return _alive(procs.values())
+        return alive(procs.values())
 
     def dump_stacks(self, wait: float = 0.5) -> None:
         """Ask every process that registered a stack file in ``outdir`` to write its stack.
@@ -166,20 +231,27 @@ class Child:
         That is each MPI rank, pool worker and ipyparallel engine of the job (see
         ``grader.child.watch_stacks``); only they have a handler, so only they are signalled.
         """
-        uid = os.getuid()
-        for path in self.outdir.glob("stack-*.txt"):
+        uids = _watched_uids or {os.getuid()}  # never the grader itself when graded code has
+        for path in self.outdir.glob("stack-*.txt"):  # a user of its own
             pid = int(path.stem.removeprefix("stack-"))
             try:
                 proc = psutil.Process(pid)
-                if proc.uids().real == uid and proc.name().startswith(_PYTHON_NAMES):
+                if proc.uids().real in uids and proc.name().startswith(_PYTHON_NAMES):
                     proc.send_signal(signal.SIGUSR1)
             except (psutil.Error, ValueError):
                 pass
         time.sleep(wait)
 
     def stop(self) -> list[psutil.Process]:
-        """Kill the whole tree (TERM, short wait, KILL); return processes that needed KILL."""
-        killed = terminate(self.tree())
+        """Kill the whole tree (TERM, short wait, KILL); return processes that needed KILL.
+        Repeated while processes are left: one may fork while the others are being killed."""
+        killed = []
+        for _ in range(3):
+            tree = self.tree()
+            if not tree:
+                break
+            killed += terminate(tree)
+        reap({self.popen.pid})
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -189,13 +261,88 @@ class Child:
         return killed
 
 
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def become_subreaper(on: bool = True) -> bool:
+    """Make this process the reaper of orphans below it (Linux 3.4+), or stop being it; False
+    where impossible. A subreaper must reap them: :func:`reap`."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def is_subreaper() -> bool:
+    """Whether orphans below this process are re-parented to it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        return libc.prctl(37, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value == 1
+    except (OSError, AttributeError):
+        return False
+
+
+def describe(proc: psutil.Process) -> str:
+    """``"1234 python -c ..."``: how a message names a process."""
+    try:
+        cmd = " ".join(proc.cmdline()) or proc.name()
+    except psutil.Error:
+        cmd = "?"
+    return f"{proc.pid} {cmd[:80]}"
+
+
+def new_processes(since: float, keep: Iterable[int] = ()) -> list[psutil.Process]:
+    """Live descendants of this process created at or after ``since`` (psutil's clock, i.e. a
+    ``create_time()``), except ``keep``. With the subreaper these include detached orphans."""
+    keep = set(keep)
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.pid in keep or proc.create_time() < since \
+                    or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        found.append(proc)
+    return found
+
+
+def reap(keep: Iterable[int] = ()) -> None:
+    """Collect the exit status of dead orphans re-parented here (no ``Popen`` owns them)."""
+    keep = set(keep)
+    for proc in psutil.Process().children():
+        try:
+            if proc.pid not in keep and proc.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(proc.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError, OSError):
+            continue
+
+
+def end_all(owner: str) -> None:
+    """Kill every descendant of this process and every process tagged with ``owner``, and wait
+    until they are gone (the end of a grading session, before reports are written)."""
+    for _ in range(3):
+        procs = {p.pid: p for p in psutil.Process().children(recursive=True)}
+        procs.update((p.pid, p) for p in tagged(OWNER_VAR, owner))
+        living = alive(procs.values())
+        if not living:
+            break
+        terminate(living)
+    reap()
+
+
 def sweep_orphans() -> list[psutil.Process]:
     """Kill processes left by an earlier grading session whose owner has died."""
-    uid = os.getuid()
     orphans = []
     for proc in psutil.process_iter(["uids"]):
         try:
-            if proc.info["uids"] is None or proc.info["uids"].real != uid:
+            if not _ours(proc.info["uids"]):
                 continue
         except (psutil.Error, KeyError):
             continue

@@ -12,14 +12,21 @@ points always agree with what the run printed. JUnit XML comes from pytest's own
   as the ``classroom-resources/autograding-*`` actions write it.
 
 This module imports nothing of pytest, so the CLI can use it to write a report for a run that
-never got as far as pytest (an infrastructure error becomes a visible zero).
+never got as far as pytest (an infrastructure error becomes a visible zero). The CI wrappers
+(``ci/gradescope/run_autograder``, ``ci/github-classroom.yml``) call ``python -m grader.reports
+--pytest-exit N ...`` after pytest: a run that did not end with exit code 0 or 1 (killed, an
+internal or usage error, no test collected) has its reports replaced by a zero that says why,
+whatever file was found in their place (graded code may have written one).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-from collections.abc import Iterable, Mapping
+import signal
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +163,95 @@ def error_reports(message: str, gradescope_path: str | None = None,
                                      "output": message, "tests": []})
     if classroom_path:
         write_json(classroom_path, classroom([], error=message))
+
+
+# -- runs that did not complete ----------------------------------------------------------------
+
+PYTEST_EXITS = {  # pytest's exit codes other than 0 (all passed) and 1 (some failed)
+    2: "the run was interrupted (a test file could not be collected, or the run was stopped)",
+    3: "pytest stopped with an internal error",
+    4: "the grader was started with a wrong option or path (a usage error)",
+    5: "no test ran: none was collected, or the selection (-k / -m) matched none",
+}
+TAIL_LINES = 20  # lines of pytest's output quoted in an infrastructure-failure report
+
+
+def describe_exit(code: int) -> str:
+    """What a pytest exit code other than 0 or 1 means, in words (shell style: 128+N = signal N)."""
+    if code in PYTEST_EXITS:
+        return PYTEST_EXITS[code]
+    number = -code if code < 0 else code - 128
+    if 0 < number < 65 and (code < 0 or code > 128):
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"pytest was killed by {name} (signal {number}) before it finished"
+    return f"pytest ended with the unexpected exit code {code}"
+
+
+def output_tail(text: str, lines: int = TAIL_LINES, width: int = 300) -> str:
+    """The last non-empty lines of pytest's output, each cut to ``width`` characters. Lines that
+    name the hidden tests' folder are left out (a report must not show hidden tests)."""
+    kept = [line.rstrip()[:width] for line in text.splitlines()
+            if line.strip() and "hidden/" not in line]
+    return "\n".join(kept[-lines:])
+
+
+def infrastructure_failure(code: int, output: str = "") -> str:
+    """The message of a report replacing a run that did not complete."""
+    message = (f"Grading did not complete: {describe_exit(code)} (pytest exit code {code}). "
+               "This is not a score for your work: no result of this run was kept. If it "
+               "happens again, tell the course staff.")
+    tail = output_tail(output)
+    if tail:
+        message += "\n\nThe last lines of the grader's output:\n" + tail
+    return message
+
+
+def settle(pytest_exit: int, output: str = "", gradescope_path: str | None = None,
+           classroom_path: str | None = None) -> str:
+    """After a CI run of pytest: keep its reports only if it ended normally (exit 0 or 1) and
+    wrote them; otherwise write zero-score reports that say why. Returns that reason ('' when
+    the reports were kept)."""
+    paths = [p for p in (gradescope_path, classroom_path) if p]
+    if pytest_exit in (0, 1):
+        if all(Path(p).is_file() for p in paths):
+            return ""
+        reason = (f"Grading did not complete: pytest ended (exit code {pytest_exit}) without "
+                  "writing its report. No result of this run was kept; tell the course staff.")
+    else:
+        reason = infrastructure_failure(pytest_exit, output)
+    for path in paths:  # never keep a file that graded code may have written
+        Path(path).unlink(missing_ok=True)
+    error_reports(reason, gradescope_path, classroom_path)
+    return reason
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m grader.reports",
+        description="After a CI run of `pytest grader`: keep its reports if pytest ended "
+                    "normally (exit code 0 or 1), else replace them by a zero-score report that "
+                    "says why (the exit code and the end of pytest's output).")
+    p.add_argument("--pytest-exit", type=int, required=True, help="pytest's exit code")
+    p.add_argument("--output-file", help="pytest's output (its end is quoted in the report)")
+    p.add_argument("--grade-json", help="Gradescope results.json of the run")
+    p.add_argument("--classroom-json", help="GitHub Classroom runner result of the run")
+    args = p.parse_args(argv)
+    if not (args.grade_json or args.classroom_json):
+        p.error("give --grade-json and/or --classroom-json")
+    output = ""
+    if args.output_file:
+        try:
+            output = Path(args.output_file).read_text(errors="replace")
+        except OSError:
+            pass
+    reason = settle(args.pytest_exit, output, args.grade_json, args.classroom_json)
+    if reason:
+        print(f"grader.reports: reports replaced: {reason.splitlines()[0]}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,14 +4,15 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
 
 - ``test_mandelbrot``: the image equals the serial image exactly, on every spec, at every
   worker count;
-- ``test_mandelbrot_trace``: from the work trace, every row ran exactly once, in worker
-  processes; a chunked version gave each worker one contiguous ``array_split`` block;
-- ``test_mandelbrot_balance`` (balanced only): on ``GRADING`` at P=4, over ``REPEATS`` runs
-  (``REPEATS`` more if they do not pass): ``R = max/mean`` of per-worker work, recomputed from
-  the serial iteration counts of the rows each worker ran, is at most ``R_MAX`` in one run, or
-  ``R_finish`` (max/mean of the workers' finish times) at most ``FINISH_MAX`` in half of them;
-  contiguous row blocks give R = 1.57 and R_finish >= 1.18 there, every run.
-  docs/mandelbrot.md has the measured distributions behind these numbers.
+- ``test_mandelbrot_trace``: from the work trace (records bound to the graded spec and rows,
+  from processes the grader knows, see ``grader.evidence``): every row ran exactly once, in a
+  worker; for pool and ipyparallel the calling process computed nothing, by its trace and by
+  the CPU time the operating system measured; a chunked version gave each worker one
+  contiguous ``array_split`` block;
+- ``test_mandelbrot_balance`` (balanced only): on ``GRADING`` at P=4 over ``REPEATS`` runs
+  (``REPEATS`` more if they do not pass), the rule of ``grader.balance``: no worker waited
+  while others computed, and the work was even or every worker computed until the end.
+  docs/mandelbrot.md has the measured distributions behind it.
 
 All specs and repeats of one function and worker count run in one child (``Grading`` caches it).
 The analysis functions are plain functions; they run in a child of their own too.
@@ -19,22 +20,24 @@ The analysis functions are plain functions; they run in a child of their own too
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections import Counter, defaultdict
+from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from grader import balance
 from grader.checks import _ranges, fail, require_ok
+from grader.evidence import CpuTally, Evidence, mandelbrot_binding, serial_cpu, sort_records
 from grader.harness import Outcome
 from problems.mandelbrot import (
     GRADING,
-    PIXEL_CONSTANT,
     Spec,
     block_rows,
     chunk_costs,
+    compute_rows,
     imbalance,
     row_work,
     serial_image,
@@ -49,18 +52,15 @@ SPECS = {
     "tiny": Spec(x1=-1.0, x2=0.5, y1=-0.5, y2=0.5, w=7, h=2, maxit=30),  # fewer rows than workers
 }
 assert GRADING == SPECS["default"]
-BALANCE_WORKERS = 4  # where balance is graded (see balanced(); never P=2: by symmetry, two
-#                      blocks of the viewport balance by accident)
-REPEATS = 5  # balanced runs on GRADING; balanced() judges them together
-R_MAX = 1.30  # R of work a balancing run reaches (row blocks: 1.57 at P=4, every run)
-FINISH_MAX = 1.08  # or median R_finish (row blocks at P=4: 1.18 or more in 360 runs measured)
+BALANCE_WORKERS = 4  # where balance is graded (never P=2: by symmetry, two blocks of the
+#                      viewport balance by accident)
 
 
 def _cases(scheme: str, workers: int) -> tuple[list[str], list[dict]]:
     """Case names and cases of one child: every spec, plus the balance repeats at P=4."""
     names = list(SPECS)
     if scheme == "balanced" and workers == BALANCE_WORKERS:
-        names += [f"repeat-{i}" for i in range(1, REPEATS)]  # "default" is the first repeat
+        names += [f"repeat-{i}" for i in range(1, balance.REPEATS)]  # "default" is the first
     specs = [SPECS.get(name, GRADING) for name in names]
     return names, [{"args": (spec,), "everywhere": True} for spec in specs]
 
@@ -80,132 +80,60 @@ def _context(backend: str, scheme: str, workers: int, name: str, spec: Spec) -> 
 
 # -- what the trace says -----------------------------------------------------------------------
 
-def rows_by_pid(outcome: Outcome) -> dict[int, list[int]]:
-    """The rows each process computed through compute_rows, in the order it computed them."""
-    rows: dict[int, list[int]] = defaultdict(list)
-    for r in outcome.records:
-        if r.kernel == KERNEL:
-            rows[r.pid].extend(int(k) for k in r.task)
-    return dict(rows)
+def evidence(outcome: Outcome, backend: str, spec: Spec) -> Evidence:
+    """The outcome's compute_rows records, sorted into those that count and those that do not."""
+    return sort_records(outcome, KERNEL, backend, mandelbrot_binding(spec))
 
 
-def expected_workers(outcome: Outcome, backend: str, scheme: str, workers: int) -> tuple[
-        list[int], int, set[int]]:
-    """(pids known to be workers, how many workers there must be, pids that must not compute).
-
-    Pool workers and engines are known only by the pids in the trace; MPI ranks by pid.
-    """
-    if backend == "mpi":
-        ranks = [outcome.pids[r] for r in sorted(outcome.pids)]
-        if scheme == "balanced" and workers >= 2:
-            return ranks[1:], workers - 1, {ranks[0]}  # rank 0 is the master
-        return ranks, workers, set()
-    client = outcome.pids.get(0)
-    pids = [p for p in rows_by_pid(outcome) if p != client]
-    return pids, workers, {client}
+def rows_by_pid(ev: Evidence) -> dict[int, list[int]]:
+    """The rows each process computed (valid records only), in the order it computed them."""
+    return {pid: [int(k) for r in recs for k in r.task] for pid, recs in ev.by_pid().items()}
 
 
-def worker_work(outcome: Outcome, backend: str, scheme: str, workers: int,
-                spec: Spec = GRADING) -> list[float]:
-    """Work of each of the expected workers (0 for a worker that ran nothing), from row_work."""
-    work_of_row = row_work(spec)
-    ran = rows_by_pid(outcome)
-    pids, count, _ = expected_workers(outcome, backend, scheme, workers)
-    work = [float(work_of_row[ran.get(p, [])].sum()) for p in pids]
-    return work + [0.0] * max(0, count - len(work))
-
-
-def finish_ratio(outcome: Outcome, backend: str, scheme: str, workers: int) -> float:
-    """R_finish: max/mean over the expected workers of the time their last row finished,
-    counted from the first row's start (a worker that ran nothing finished at 0)."""
-    records = [r for r in outcome.records if r.kernel == KERNEL]
-    if not records:
-        return float("nan")
-    t0 = min(r.start for r in records)
-    ends: dict[int, float] = defaultdict(float)
-    for r in records:
-        ends[r.pid] = max(ends[r.pid], r.end - t0)
-    pids, count, _ = expected_workers(outcome, backend, scheme, workers)
-    finished = [ends.get(p, 0.0) for p in pids]
-    return imbalance(finished + [0.0] * max(0, count - len(finished)))
-
-
-def balanced(runs: list[Outcome], backend: str, scheme: str, workers: int) -> bool:
-    """The runs show a balancing schedule: the work was even (R <= R_MAX) in at least one run,
-    or every worker kept computing until the end (R_finish <= FINISH_MAX) in half of them.
-
-    The second is needed where processes outnumber cores: the OS then decides how much CPU,
-    and so how much work, each worker gets. An MPI master-worker at P=4 has three workers on
-    two cores (and MPICH ranks busy-wait: a textbook master spinning in Waitany shares a core
-    with one of them), so R of work is 1.05-2.0 however good the schedule; its finish times
-    still agree within a few percent.
-    Row blocks fail both: R = 1.57 every run, R_finish 1.18 or more. The median, not the best,
-    of R_finish: a lucky placement (the heaviest block's process alone on a core) can bring
-    one static run's finish times close together, never half of them.
-    """
-    if any(imbalance(worker_work(o, backend, scheme, workers)) <= R_MAX for o in runs):
-        return True
-    finish = [finish_ratio(o, backend, scheme, workers) for o in runs]
-    return statistics.median(finish) <= FINISH_MAX
-
-
-def _describe(ran: dict[int, list[int]], work_of_row: np.ndarray, labels: dict[int, str]) -> str:
-    lines = []
-    for pid, rows in ran.items():
-        label = labels.get(pid, f"pid {pid}")
-        lines.append(f"  {label}: rows {_ranges(sorted(rows))} "
-                     f"(work {int(work_of_row[rows].sum())})")
-    return "\n".join(lines)
-
-
-def _labels(outcome: Outcome, backend: str) -> dict[int, str]:
-    if backend == "mpi":
-        return {pid: f"rank {r} (pid {pid})" for r, pid in outcome.pids.items()}
-    return {outcome.pids.get(0): f"the calling process (pid {outcome.pids.get(0)})"}
+def _describe(ran: dict[int, list[int]], work_of_row: np.ndarray, ev: Evidence) -> str:
+    return "\n".join(f"  {ev.label(pid)}: rows {_ranges(sorted(rows))} "
+                     f"(work {int(work_of_row[rows].sum())})" for pid, rows in ran.items())
 
 
 def check_trace(outcome: Outcome, backend: str, scheme: str, workers: int, spec: Spec,
-                context: str) -> None:
+                context: str) -> Evidence:
     """Rows once each, in workers; chunked: one contiguous array_split block per worker."""
-    ran = rows_by_pid(outcome)
+    ev = evidence(outcome, backend, spec)
+    ran = rows_by_pid(ev)
     work_of_row = row_work(spec)
-    labels = _labels(outcome, backend)
+    rejected = f" ({ev.rejections()})" if ev.rejected else ""
     if not ran:
-        fail(f"{context}: no row went through problems.mandelbrot.compute_rows(spec, rows); "
-             "compute every row with it so the grader can see where the work ran")
+        fail(f"{context}: no row of the graded spec went through "
+             "problems.mandelbrot.compute_rows(spec, rows) in a worker" + (
+                 rejected or "; compute every row with it so the grader can see where the work "
+                 "ran"))
     counts = Counter(k for rows in ran.values() for k in rows)
     missing = [k for k in range(spec.h) if counts[k] == 0]
     twice = sorted(k for k, n in counts.items() if n > 1)
-    alien = sorted(k for k in counts if not 0 <= k < spec.h)
-    who = "\n" + _describe(ran, work_of_row, labels)
-    if alien:
-        fail(f"{context}: compute_rows was called for rows {alien[:10]} outside 0..{spec.h - 1}")
+    who = "\n" + _describe(ran, work_of_row, ev)
     if missing or twice:
-        parts = ([f"rows {_ranges(missing)} never ran"] if missing else []) + \
+        parts = ([f"rows {_ranges(missing)} never ran" + rejected] if missing else []) + \
                 ([f"rows {_ranges(twice)} ran more than once"] if twice else [])
-        fail(f"{context}: {' and '.join(parts)}; every row must be computed exactly once. "
-             f"Rows per process:{who}")
-    _, _, forbidden = expected_workers(outcome, backend, scheme, workers)
-    for pid in forbidden:
-        if ran.get(pid):
-            where = ("rank 0, the master: it must only hand out rows and collect them"
-                     if backend == "mpi" else
-                     "the calling process: rows must run in the "
-                     + ("engines" if backend == "ipp" else "pool workers"))
-            fail(f"{context}: {len(ran[pid])} rows ran on {where}. Rows per process:{who}")
+        fail(f"{context}: {' and '.join(parts)}; every row must be computed exactly once, by "
+             f"compute_rows on the spec you were given. Rows per process:{who}")
+    if ran.get(ev.caller):
+        where = "engines" if backend == "ipp" else "pool workers"
+        fail(f"{context}: {len(ran[ev.caller])} rows ran in the calling process (pid "
+             f"{ev.caller}); rows must run in the {where}. Rows per process:{who}")
     if scheme == "chunked":
-        _check_blocks(outcome, backend, workers, spec, ran, context, who)
+        _check_blocks(ev, backend, workers, spec, ran, context, who)
+    return ev
 
 
-def _check_blocks(outcome: Outcome, backend: str, workers: int, spec: Spec,
+def _check_blocks(ev: Evidence, backend: str, workers: int, spec: Spec,
                   ran: dict[int, list[int]], context: str, who: str) -> None:
     blocks = [b for b in block_rows(spec.h, workers) if b]
     block_of = {k: i for i, b in enumerate(blocks) for k in b}
     shown = ", ".join(f"{b[0]}-{b[-1]}" if len(b) > 1 else f"{b[0]}" for b in blocks)
     rule = (f"with {workers} workers the blocks are rows {shown} "
             f"(numpy.array_split(range({spec.h}), {workers}))")
-    for r in outcome.records:
-        if r.kernel == KERNEL and len({block_of[int(k)] for k in r.task}) > 1:
+    for r in ev.valid:
+        if len({block_of[int(k)] for k in r.task}) > 1:
             fail(f"{context}: one compute_rows call took rows {_ranges(sorted(r.task))}, which "
                  f"span several blocks; chunked means one contiguous block per worker: {rule}. "
                  f"Rows per process:{who}")
@@ -259,68 +187,98 @@ def _require_image(value, expected: np.ndarray, context: str) -> None:
 @pytest.mark.points(2)
 @pytest.mark.parametrize(("backend", "scheme"), SCHEMES, ids=IDS)
 def test_mandelbrot_trace(grading, settings, backend, scheme):
-    """From the trace: every row once, in worker processes; chunked: one block per worker."""
+    """From the trace: every row once, in worker processes; chunked: one block per worker.
+    Pool and ipyparallel: the CPU time went to the workers, not to the calling process."""
+    cpu = CpuTally()
     for workers in settings.worker_counts:
         outcomes = _outcomes(grading, backend, scheme, workers)
         for name, spec in SPECS.items():
             context = _context(backend, scheme, workers, name, spec)
             require_ok(outcomes[name], context)
             check_trace(outcomes[name], backend, scheme, workers, spec, context)
+            cpu.add(outcomes[name], _serial_cpu(spec))
+    if cpu.verdict():
+        fail(f"mandelbrot_{backend}_{scheme}: {cpu.verdict()}")
+
+
+@lru_cache(maxsize=8)
+def _serial_cpu(spec: Spec) -> float:
+    """CPU seconds the rows of ``spec`` take here, serially (tracing is off in this process)."""
+    return serial_cpu(compute_rows, spec, range(spec.h))
 
 
 @pytest.mark.points(3)
 @pytest.mark.parametrize(("backend", "scheme"), [s for s in SCHEMES if s[1] == "balanced"],
                          ids=[i for i in IDS if i.endswith("balanced")])
 def test_mandelbrot_balance(grading, backend, scheme):
-    """Balanced beats row blocks: at P=4, at least one of the repeats balances
-    (``balanced``: R of work <= R_MAX once, or R_finish <= FINISH_MAX in half the runs).
+    """Balanced beats row blocks: at P=4 the runs balance by the rule of ``grader.balance``.
 
-    A static decomposition gives the same R every run, so any one run judges it; a dynamic
-    schedule balances finish times, and on a busy machine a worker starved of CPU does less
-    work, so R of work varies from run to run: one balancing run shows that the schedule
-    balances. If none of the REPEATS runs does, REPEATS fresh runs get a second chance.
+    A static decomposition gives the same measures every run; a dynamic one depends on how the
+    OS shares the cores, so REPEATS runs are judged together, and REPEATS fresh runs in a new
+    child get a second chance if they do not pass (the machine may have been busy).
     """
     workers = BALANCE_WORKERS  # the child of test_mandelbrot at P=4 ran the first REPEATS
     runs = [o for n, o in _outcomes(grading, backend, scheme, workers).items()
             if n == "default" or n.startswith("repeat-")]
     context = f"mandelbrot_{backend}_{scheme} with {workers} workers on the default spec"
-    _check_runs(runs, backend, scheme, workers, context)
-    if not balanced(runs, backend, scheme, workers):
-        # Second chance, in a fresh child: the machine may have been busy.
+    measured = _measure(runs, backend, workers, context)
+    if not balance.balanced([m for m, _ in measured]):
         extra = {"view": "balanced"} if backend == "ipp" else {}
         more = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}",
-                           [{"args": (GRADING,), "everywhere": True}] * REPEATS, workers,
-                           **extra)
-        _check_runs(more, backend, scheme, workers, context)
+                           [{"args": (GRADING,), "everywhere": True}] * balance.REPEATS,
+                           workers, **extra)
         runs += more
-    if not balanced(runs, backend, scheme, workers):
-        fail(_imbalance_message(runs, backend, scheme, workers, context))
+        measured += _measure(more, backend, workers, context)
+    cpu = CpuTally()  # a balanced-looking trace of work the calling process did is no balance
+    for outcome in runs:
+        cpu.add(outcome, _serial_cpu(GRADING))
+    if cpu.verdict():
+        fail(f"{context}: {cpu.verdict()}")
+    if not balance.balanced([m for m, _ in measured]):
+        fail(_imbalance_message(measured, workers, context))
 
 
-def _check_runs(runs: list[Outcome], backend: str, scheme: str, workers: int,
-                context: str) -> None:
+def _measure(runs: list[Outcome], backend: str, workers: int,
+             context: str) -> list[tuple[balance.Measures, Evidence]]:
+    out = []
     for outcome in runs:
         require_ok(outcome, context)
-        check_trace(outcome, backend, scheme, workers, GRADING, context)
+        ev = check_trace(outcome, backend, "balanced", workers, GRADING, context)
+        out.append((balance.measure(ev, GRADING, workers), ev))
+    return out
 
 
-def _imbalance_message(runs: list[Outcome], backend: str, scheme: str, workers: int,
+def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], workers: int,
                        context: str) -> str:
-    ratios = [imbalance(worker_work(o, backend, scheme, workers)) for o in runs]
-    finish = [finish_ratio(o, backend, scheme, workers) for o in runs]
-    _, count, _ = expected_workers(runs[0], backend, scheme, workers)
-    blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], count))
-    worst = runs[int(np.argmax(ratios))]
-    rule = (f"R <= {R_MAX} in at least one run, or R_finish <= {FINISH_MAX} (every worker "
-            "computing until the end) in half of them")
-    return (f"{context}: load imbalance R = max/mean of per-worker work was "
-            f"{', '.join(f'{r:.2f}' for r in ratios)} in {len(ratios)} runs (median "
-            f"{statistics.median(ratios):.2f}); a balanced version must reach {rule} (one "
-            f"contiguous block for each of the {count} workers gives R = {blocks:.2f} every "
-            f"time). Work = iterations + {PIXEL_CONSTANT} per pixel. R_finish (max/mean of "
-            f"per-worker finish times): {', '.join(f'{f:.2f}' for f in finish)}. Rows per "
-            f"process in the run with R = {max(ratios):.2f}:\n"
-            + _describe(rows_by_pid(worst), row_work(GRADING), _labels(worst, backend)))
+    runs = [m for m, _ in measured]
+    blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], workers))
+    why = []
+    few = [m.computing for m in runs if not m.enough_workers]
+    if few:
+        why.append(f"in {len(few)} of {len(runs)} runs only {min(few)} of the {workers} "
+                   "processes computed rows (at most one may only schedule)")
+    waited = [m.max_wait for m in runs if m.max_wait > balance.WAIT_MAX]
+    if waited:
+        why.append(f"in {len(waited)} of {len(runs)} runs a worker waited while others "
+                   f"computed, up to {max(waited):.0%} of the run (at most "
+                   f"{balance.WAIT_MAX:.0%}): a barrier, a sleep or a slow hand-out before its "
+                   "next rows; waiting does not balance the load")
+    uneven = [m for m in runs if m.r_work > balance.WORK_MAX and m.r_finish > balance.FINISH_MAX]
+    if uneven:
+        why.append(f"in {len(uneven)} of {len(runs)} runs both the work (R_work = max/mean of "
+                   f"per-worker work {_values(m.r_work for m in uneven)}, at most "
+                   f"{balance.WORK_MAX}) and the finish times (R_finish "
+                   f"{_values(m.r_finish for m in uneven)}, at most {balance.FINISH_MAX}) were "
+                   f"uneven; one contiguous block per worker gives R_work = {blocks:.2f}")
+    worst, ev = max(measured, key=lambda x: (not x[0].balanced, x[0].max_wait, x[0].r_work))
+    return (f"{context}: the load was not balanced in enough runs (at least half of "
+            f"{len(runs)} must be): " + "; ".join(why) + ". Work = iterations + 2 per pixel, "
+            f"from the serial image. In the run with R_work = {worst.r_work:.2f}, R_finish = "
+            f"{worst.r_finish:.2f}:\n" + balance.describe(worst, ev))
+
+
+def _values(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 # -- analysis: plain functions, each run in a child of its own -------------------------------
@@ -421,18 +379,24 @@ def test_mandelbrot_pixel_times(grading):
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_BYTES = 20 << 20
 
 
 @pytest.mark.points(1)
-def test_mandelbrot_plot_distribution(grading, workdir):
+def test_mandelbrot_plot_distribution(grading, outputs):
     """plot_distribution writes a real, non-blank PNG."""
-    path = Path(workdir, f"distribution-{time.time_ns()}.png")
+    path = Path(outputs, f"distribution-{time.time_ns()}.png")  # a folder graded code may write
     times = (serial_image(GRADING) * 1.2e-7 + 3e-7)
     context = "plot_distribution(pixel_times, 4, path)"
     outcome = _call(grading, "plot_distribution", [(times, 4, str(path))])[0]
     require_ok(outcome, context)
+    if path.is_symlink():  # never read, as the grader, whatever a link points to
+        fail(f"{context}: path is a symbolic link, not the PNG file written there")
     if not path.is_file():
         fail(f"{context}: no file was written at path")
+    if path.stat().st_size > MAX_PNG_BYTES:  # decoded in this process: keep it bounded
+        fail(f"{context}: the PNG is {path.stat().st_size / 2**20:.0f} MiB; a plot takes well "
+             f"under {MAX_PNG_BYTES >> 20} MiB")
     data = path.read_bytes()
     if not data.startswith(PNG_SIGNATURE):
         fail(f"{context}: the file is not a PNG (it starts with {data[:8]!r}); "

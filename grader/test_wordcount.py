@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from grader.checks import fail, require_ok
+from grader.evidence import CpuTally, serial_cpu, sort_records, wordcount_binding
 from problems.wordcount import (
     KERNEL,
     generate_corpus,
@@ -48,9 +49,10 @@ UNICODE_TEXT = [
 
 
 @pytest.fixture(scope="session")
-def collections(tmp_path_factory) -> dict[str, list[str]]:
+def collections(inputs) -> dict[str, list[str]]:
     """Every case's list of paths (str), written once for the session."""
-    root = tmp_path_factory.mktemp("wordcount")
+    root = inputs / "wordcount"  # readable by graded code that runs as another user (--run-as)
+    root.mkdir()
     words = make_vocabulary(5000, seed=1)
 
     def generate(folder: str, ndocs: int, size: int, seed: int, **kw) -> list[Path]:
@@ -131,33 +133,34 @@ def require_counts(value, expected: Counter, context: str) -> None:
 
 
 def require_trace(outcome, paths: list[str], backend: str, context: str) -> Counter:
-    """Every document counted exactly once by count_file, none in the calling process.
+    """Every document counted exactly once by count_file, none in the calling process; only
+    records bound to the graded documents' content, from the run's own processes, count.
 
     Returns the number of documents counted per process id.
     """
-    records = [r for r in outcome.records if r.kernel == KERNEL]
-    counted = Counter(str(r.task) for r in records)
-    # No record at all: count_file was not used (the client is traced too, see below).
+    ev = sort_records(outcome, KERNEL, backend, wordcount_binding(paths))
+    counted = Counter(str(r.task) for r in ev.valid)
+    rejected = f" ({ev.rejections()})" if ev.rejected else ""
     where = {"mpi": "on the MPI ranks", "ipp": "on the engines", "pool": "in the pool workers"}
-    if paths and not records:
+    if paths and not ev.valid:
         fail(f"{context}: no document was counted by problems.wordcount.count_file(path) "
-             f"{where[backend]}: the documents were counted in the calling process, or without "
-             "count_file; the map step must run in the workers, through count_file")
+             f"{where[backend]}" + (rejected or ": the documents were counted in the calling "
+                                    "process, or without count_file; the map step must run in "
+                                    "the workers, through count_file"))
     never = [p for p in paths if p not in counted]
     twice = {p: n for p, n in counted.items() if n > 1}
     if never:
         fail(f"{context}: {len(never)} of {len(paths)} documents were not counted by "
              f"count_file {where[backend]} (e.g. {never[0]}): counted in the calling process, "
-             "without count_file, or not at all")
+             "without count_file, or not at all" + rejected)
     if twice:
         path, n = next(iter(twice.items()))
         fail(f"{context}: {len(twice)} documents were counted more than once, e.g. {path} "
              f"{n} times; every document must be counted exactly once")
-    per_pid = Counter(r.pid for r in records)
-    client = outcome.pids.get(0) if backend != "mpi" else None
-    if client is not None and per_pid.get(client):
-        fail(f"{context}: {per_pid[client]} of {len(records)} documents were counted in the "
-             f"calling process (pid {client}); the map step must run {where[backend]}")
+    per_pid = Counter(r.pid for r in ev.valid)
+    if ev.caller is not None and per_pid.get(ev.caller):
+        fail(f"{context}: {per_pid[ev.caller]} of {len(ev.valid)} documents were counted in the "
+             f"calling process (pid {ev.caller}); the map step must run {where[backend]}")
     return per_pid
 
 
@@ -178,7 +181,8 @@ def test_wordcount(grading, settings, collections, expected, backend, collection
 @pytest.mark.points(2)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_wordcount_parallel(grading, settings, collections, expected, backend):
-    """From the trace of the generated corpus: documents counted in at least two workers."""
+    """From the trace of the generated corpus: documents counted in at least two workers; for
+    pool and ipyparallel, by the CPU times of every run on it, in the workers."""
     workers = settings.workers
     paths = collections["generated"]
     outcome = _outcomes(grading, collections, backend, workers)["generated"]
@@ -191,6 +195,14 @@ def test_wordcount_parallel(grading, settings, collections, expected, backend):
         who = "rank 0" if backend == "mpi" and pid == outcome.pids.get(0) else "one process"
         fail(f"{context}: all {len(paths)} documents were counted in {who} (pid {pid}); "
              f"share them out among the {workers} workers")
+    cpu = CpuTally()
+    serial = serial_cpu(serial_count, paths)
+    for n in settings.worker_counts:
+        run = _outcomes(grading, collections, backend, n)["generated"]
+        if run.ok:
+            cpu.add(run, serial)
+    if cpu.verdict():
+        fail(f"wordcount_{backend} on {_describe('generated', paths)}: {cpu.verdict()}")
 
 
 @pytest.mark.points(1)

@@ -86,7 +86,22 @@ def compute_rows(spec: Spec, rows: Iterable[int]) -> np.ndarray:
             for j in range(spec.w):
                 out[i, j] = mandelbrot(spec.x1 + j * spec.dx, y, spec.maxit)
         rec.units = float(out.sum()) + PIXEL_CONSTANT * out.size  # known only now
+        if trace.is_on():  # what these rows are: the grader counts them only for its spec
+            rec.binding = {"spec": spec_digest(spec), "rows": row_digests(out)}
     return out
+
+
+def spec_digest(spec: Spec) -> str:
+    """A digest of the viewport and grid, for binding a trace record to the graded spec."""
+    fields = (spec.x1, spec.x2, spec.y1, spec.y2, spec.w, spec.h, spec.maxit)
+    return trace.digest(repr(tuple(float(f) if isinstance(f, float) else int(f)
+                                   for f in fields)).encode())
+
+
+def row_digests(rows: np.ndarray) -> list[str]:
+    """One digest per row of iteration counts (as ``int32``, the kernel's own type)."""
+    rows = np.ascontiguousarray(rows, dtype=np.intc)
+    return [trace.digest(row.tobytes()) for row in rows]
 
 
 def serial_image(spec: Spec = DEFAULT) -> np.ndarray:

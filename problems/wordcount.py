@@ -72,8 +72,11 @@ def count_file(path: str | os.PathLike) -> Counter:
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        with trace.record(KERNEL, task=str(path), units=float(size)):
-            return count_text(f.read().decode("utf-8"))
+        with trace.record(KERNEL, task=str(path), units=float(size)) as rec:
+            data = f.read()
+            if trace.is_on():  # bound to the content counted, not only to the name
+                rec.binding = {"content": trace.digest(data)}
+            return count_text(data.decode("utf-8"))
 
 
 def serial_count(paths: Iterable[str | os.PathLike]) -> Counter:

@@ -78,11 +78,13 @@ def mandelbrot_pool_chunked(spec: Spec, pool) -> np.ndarray:
 
 
 def mandelbrot_mpi_balanced(spec: Spec, comm) -> np.ndarray | None:
-    """Master-worker: rank 0 hands out small batches of rows as workers finish, and collects.
+    """Even out the work over the ranks; return the image on rank 0, ``None`` elsewhere.
 
-    Use non-blocking messages on the master (``Isend``/``Irecv``, ``Request.Waitany``), so it
-    serves whichever worker finishes first. Rank 0 only schedules; with a single process it
-    computes everything itself. Return the image on rank 0, ``None`` elsewhere.
+    The sheet's suggestion is master-worker: rank 0 hands out small batches of rows as workers
+    finish, with non-blocking messages (``Isend``/``Irecv``, ``Request.Waitany``) so that it
+    serves whichever worker finishes first. Any decomposition that balances is accepted: rows
+    dealt cyclically (row k on rank k mod size), a master that also computes between
+    hand-outs, ... With a single process, rank 0 computes everything itself.
     """
     raise NotImplementedError("exercise 3: mandelbrot_mpi_balanced")
 

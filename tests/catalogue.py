@@ -84,7 +84,7 @@ CATALOGUE: list[Broken] = [
     Broken("matmul_ipp_in_client", "matmul",
            {"matmul": [("    blocks = view.apply_sync(multiply, ipp.Reference(\"a_rows\"), "
                         "ipp.Reference(\"B\"))\n", "    blocks = [multiply(A, B)]\n")]},
-           ("test_matmul_parallel[ipp]",), "of the work ran in the calling process"),
+           ("test_matmul_parallel[ipp]",), "of the rows were multiplied in the calling process"),
     Broken("matmul_pool_in_client", "matmul",
            {"matmul": [("        pool.starmap(_multiply_rows, tasks, chunksize=1)\n",
                         "        [_multiply_rows(*task) for task in tasks]\n")]},
@@ -204,13 +204,13 @@ ROBUSTNESS += [
         '    """Small row batches handed out dynamically: an idle worker takes the next one."""\n',
         '    """Small row batches handed out dynamically: an idle worker takes the next one."""\n'
         "    return mandelbrot_pool_chunked(spec, pool)\n")]},
-        ("test_mandelbrot_balance[pool-balanced]",), "load imbalance R = max/mean",
+        ("test_mandelbrot_balance[pool-balanced]",), "the load was not balanced",
         select="mandelbrot and pool and balanced"),
     # "Master-worker" that hands each worker one contiguous block: static after all.
     Broken("mpi_balanced_hands_out_blocks", "mandelbrot", {"mandelbrot": [(
         "    todo = deque(_batches(spec.h))",
         "    todo = deque(list(b) for b in _blocks(spec.h, comm.Get_size() - 1))")]},
-        ("test_mandelbrot_balance[mpi-balanced]",), "load imbalance R = max/mean",
+        ("test_mandelbrot_balance[mpi-balanced]",), "the load was not balanced",
         select="mandelbrot and mpi and balanced"),
     Broken("pool_chunked_is_cyclic", "mandelbrot", {"mandelbrot": [(
         _POOL_CHUNKED + "    # chunksize=1: one block per task, so no worker is handed two blocks"
@@ -230,4 +230,267 @@ ROBUSTNESS += [
         "    partials = [count_batch(batch) for batch in batches]\n")]},
         ("test_wordcount[ipp-", "test_wordcount_parallel[ipp]"), "in the calling process",
         select="wordcount and ipp"),
+]
+
+# -- the trust boundary: graded code that attacks the grader (issue 12) ---------------------------
+# A process that leaves the job for good: double fork, new session, empty environment (no tag).
+_ESCAPE = ("__import__('os').fork() == 0 and (__import__('os').setsid(), "
+           "__import__('os').fork() == 0 and __import__('os').execve(__import__('sys').executable,"
+           " [__import__('sys').executable, '-c', 'import time; time.sleep(600)'], {}), "
+           "__import__('os')._exit(0))")
+# What a cheat inside the child would patch: the runner's own checks and psutil.
+_PATCH_CHECKS = ("__import__('sys').modules['grader.wire'].digest = lambda value: ''; "
+                 "__import__('psutil').Process.children = lambda self, recursive=False: []")
+_EXPLOIT_CLASS = '''
+
+class _Exploit:
+    """Unpickled by the grader, this would run code there."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/parakit-exploit-ran",))
+'''
+_COUNTER_CLASS = '''
+
+class WordTally(Counter):
+    """A Counter of the submission's own: a correct result, whatever its class."""
+'''
+TRUST: list[Broken] = [
+    # 1. Results that would run code in the grading process if unpickled there.
+    Broken("pool_returns_exploit", "matmul", {"matmul": [
+        ("from problems.pools import pool_size\n", "from problems.pools import pool_size\n"
+         + _EXPLOIT_CLASS),
+        (_POOL_RETURN, "        return _Exploit()\n")]},
+        _ALL_POOL, "returned an unsupported type _Exploit", select="matmul and pool"),
+    # ... and careless but correct: a Counter subclass, numpy integers, a list of rows.
+    Broken("wordcount_counter_subclass", "wordcount", {"wordcount": [
+        ("from problems.wordcount import count_file\n",
+         "from problems.wordcount import count_file\n" + _COUNTER_CLASS),
+        ("        total.update(partial)\n    return total\n",
+         "        total.update(partial)\n"
+         "    return WordTally({w: np.int64(n) for w, n in total.items()})\n"),
+        ("import heapq\n", "import heapq\n\nimport numpy as np\n")]},
+        (), "", select="wordcount and pool"),
+    Broken("matmul_returns_list_of_rows", "matmul", {"matmul": [
+        (_IPP_RETURN, "    return list(np.vstack(blocks).reshape(A.shape[0], B.shape[1]))\n")]},
+        (), "", select="matmul and ipp"),
+    # 2. Processes that escape the job: double fork, setsid, no tag.
+    Broken("pool_escapes", "matmul", {"matmul": _at_pool_start(_ESCAPE)},
+           _ALL_POOL, "process(es) running after it returned", select="matmul and pool"),
+    Broken("mpi_rank_escapes", "matmul", {"matmul": _on_mpi_rank(_ESCAPE)},
+           ("mpi-", "test_matmul_parallel[mpi]"), "process(es) running after it returned",
+           select="matmul and mpi"),
+    Broken("ipp_engine_escapes", "matmul", {"matmul": [
+        ("    view.push(", f"    view.apply_sync(lambda: {_ESCAPE})\n    view.push(")]},
+        _ALL_IPP, "process(es) running after it returned", select="matmul and ipp"),
+    # 3. Checks the graded code would patch if they ran in its process.
+    Broken("pool_mutates_and_patches_checks", "matmul", {"matmul": [
+        (_POOL_RETURN, '        C = np.array(np.load(os.path.join(folder, "C.npy")))\n'
+                       f"        {_PATCH_CHECKS}\n        A[...] = 0\n        return C\n")]},
+        _ALL_POOL, "modified its input argument 1", select="matmul and pool"),
+    Broken("mpi_mutates_input", "matmul", {"matmul": [
+        ("    return C\n", "    if A is not None:\n        A[0, 0] += 1.0\n    return C\n")]},
+        _ALL_MPI, "modified its input argument 1", select="matmul and mpi"),
+    Broken("ipp_mutates_input", "matmul", {"matmul": [
+        (_IPP_RETURN, "    B[:] = 0\n" + _IPP_RETURN)]},
+        _ALL_IPP, "modified its input argument 2", select="matmul and ipp"),
+    Broken("wordcount_empties_paths", "wordcount", {"wordcount": [
+        ("        total.update(partial)\n    return total\n",
+         "        total.update(partial)\n    paths.clear()  # the caller's list!\n"
+         "    return total\n"),
+        ("    paths = list(paths)\n    workers", "    workers")]},
+        ("test_wordcount[pool-", "test_wordcount_parallel[pool]"), "modified its input argument 1",
+        select="wordcount and pool"),
+    Broken("pool_leaks_and_patches_checks", "matmul", {"matmul": _at_pool_start(
+        _PATCH_CHECKS + "; __import__('multiprocessing').Process(target=__import__('time').sleep,"
+        " args=(600,)).start()")},
+        _ALL_POOL, "process(es) running after it returned", select="matmul and pool"),
+]
+
+# -- Mandelbrot: evidence of parallel work and the balance rule (issue 13) -------------------------
+_MANDEL_END = "    return np.vstack(pool.starmap(compute_rows, tasks, chunksize=1))\n"
+
+
+def _redefine(code: str) -> Edits:
+    """Append ``code`` to reference/mandelbrot.py: its functions replace the reference's."""
+    return {"mandelbrot": [(_MANDEL_END, _MANDEL_END + "\n\n" + code)]}
+
+
+# Correct alternatives that must pass: the mpi4py demo's cyclic rows, and a master that
+# computes batches itself between hand-outs.
+MPI_CYCLIC = '''
+def mandelbrot_mpi_balanced(spec, comm):
+    """Static cyclic rows, as in mpi4py's demo: row k on rank k mod P; gather to rank 0."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine = compute_rows(spec, range(rank, spec.h, size))
+    parts = comm.gather(mine, root=0)
+    if rank != 0:
+        return None
+    image = np.empty((spec.h, spec.w), dtype=mine.dtype)
+    for r, part in enumerate(parts):
+        image[r::size] = part
+    return image
+'''
+MPI_COMPUTING_MASTER = '''
+def mandelbrot_mpi_balanced(spec, comm):
+    """Self-scheduling: the master hands out batches as workers ask for more, and computes a
+    batch itself whenever no worker is waiting."""
+    from mpi4py import MPI
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    batches = [list(range(k, min(k + 2, spec.h))) for k in range(0, spec.h, 2)]
+    if rank != 0:
+        while (rows := comm.recv(source=0)) is not None:
+            comm.send((rows, compute_rows(spec, rows)), dest=0)
+        return None
+    image = np.empty((spec.h, spec.w), dtype=np.intc)
+    active = 0  # workers holding a batch
+    for w in range(1, size):
+        if batches:
+            comm.send(batches.pop(), dest=w)
+            active += 1
+        else:
+            comm.send(None, dest=w)
+    status = MPI.Status()
+    while batches or active:
+        if active and comm.iprobe(source=MPI.ANY_SOURCE, status=status):
+            worker = status.Get_source()
+            rows, part = comm.recv(source=worker)
+            image[rows] = part
+            if batches:
+                comm.send(batches.pop(), dest=worker)
+            else:
+                comm.send(None, dest=worker)
+                active -= 1
+        elif batches:
+            rows = batches.pop()
+            image[rows] = compute_rows(spec, rows)
+    return image
+'''
+# Cheats that must fail: static blocks that wait at a barrier before each worker's last row
+# (finish times line up, work does not); workers that compute a 1x1 spec while the image is
+# the oracle's; trace files written by the submission itself.
+MPI_BARRIER = '''
+def mandelbrot_mpi_balanced(spec, comm):
+    rank, size = comm.Get_rank(), comm.Get_size()
+    rows = [int(k) for k in np.array_split(np.arange(spec.h), size)[rank]]
+    parts = [compute_rows(spec, rows[:-1])]
+    comm.Barrier()  # everyone waits for the slowest block: the last rows finish together
+    parts.append(compute_rows(spec, rows[-1:]))
+    blocks = comm.gather(np.vstack(parts), root=0)
+    return np.vstack(blocks) if rank == 0 else None
+'''
+POOL_BARRIER = '''
+def mandelbrot_pool_balanced(spec, pool):
+    blocks = [b.tolist() for b in np.array_split(np.arange(spec.h), pool_size(pool))]
+    heads = pool.starmap(compute_rows, [(spec, b[:-1]) for b in blocks], chunksize=1)
+    tails = pool.starmap(compute_rows, [(spec, b[-1:]) for b in blocks], chunksize=1)
+    return np.vstack([np.vstack([h, t]) for h, t in zip(heads, tails)])
+'''
+IPP_BARRIER = '''
+def mandelbrot_ipp_balanced(spec, view):
+    direct = view.client[view.targets]  # one block per engine, in order
+    blocks = [b.tolist() for b in np.array_split(np.arange(spec.h), len(direct))]
+    heads = direct.map_sync(compute_rows, [spec] * len(blocks), [b[:-1] for b in blocks])
+    tails = direct.map_sync(compute_rows, [spec] * len(blocks), [b[-1:] for b in blocks])
+    return np.vstack([np.vstack([h, t]) for h, t in zip(heads, tails)])
+'''
+_TINY = "Spec(x1=0.0, x2=0.1, y1=0.0, y2=0.1, w=1, h=1, maxit=1)"
+POOL_ORACLE = f'''
+def mandelbrot_pool_balanced(spec, pool):
+    from problems.mandelbrot import serial_image
+
+    pool.starmap(compute_rows, [({_TINY}, [k]) for k in range(spec.h)], chunksize=1)
+    return serial_image(spec)
+'''
+MPI_ORACLE = f'''
+def mandelbrot_mpi_balanced(spec, comm):
+    from problems.mandelbrot import serial_image
+
+    compute_rows({_TINY}, range(comm.Get_rank(), spec.h, comm.Get_size()))
+    comm.Barrier()
+    return serial_image(spec) if comm.Get_rank() == 0 else None
+'''
+IPP_ORACLE = f'''
+def mandelbrot_ipp_balanced(spec, view):
+    from problems.mandelbrot import serial_image
+
+    view.map_sync(compute_rows, [{_TINY}] * spec.h, [[k] for k in range(spec.h)])
+    return serial_image(spec)
+'''
+POOL_FORGED_TRACE = '''
+def mandelbrot_pool_balanced(spec, pool):
+    """Everything in the calling process, with trace records written by hand for a made-up
+    pid, correctly bound to the spec and the rows."""
+    import json, os
+    from problems import trace
+    from problems.mandelbrot import row_digests, spec_digest
+
+    where = trace.directory()
+    trace.set_directory(None)  # compute untraced here...
+    image = compute_rows(spec, range(spec.h))
+    trace.set_directory(where)
+    with open(os.path.join(where, "trace-999999.jsonl"), "w") as f:  # ...and claim a worker did
+        for k in range(spec.h):
+            units = float(image[k].sum()) + 2 * spec.w
+            f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k], "units": units,
+                                "pid": 999999 + k % 4, "host": "h", "start": 0.0, "end": 0.01,
+                                "cpu": 0.01, "binding": {"spec": spec_digest(spec),
+                                "rows": row_digests(image[k:k + 1])}}) + "\\n")
+    return image
+'''
+POOL_CLIENT_WORKS = '''
+def mandelbrot_pool_balanced(spec, pool):
+    """Everything in the calling process; records written by hand claim real pool workers."""
+    import json, os
+    from problems import trace
+    from problems.mandelbrot import row_digests, spec_digest
+
+    where = trace.directory()
+    trace.set_directory(None)
+    image = compute_rows(spec, range(spec.h))
+    trace.set_directory(where)
+    pids = sorted(set(pool.map(_getpid, range(64), chunksize=1)))
+    with open(os.path.join(where, f"trace-{pids[0]}.jsonl"), "w") as f:
+        for k in range(spec.h):
+            units = float(image[k].sum()) + 2 * spec.w
+            f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k], "units": units,
+                                "pid": pids[k % len(pids)], "host": "h", "start": k * 1e-3,
+                                "end": (k + 1) * 1e-3, "cpu": 1e-3,
+                                "binding": {"spec": spec_digest(spec),
+                                            "rows": row_digests(image[k:k + 1])}}) + "\\n")
+    return image
+
+
+def _getpid(_):
+    import os
+
+    return os.getpid()
+'''
+
+_MANDEL_BALANCE = "test_mandelbrot_balance"
+MANDELBROT: list[Broken] = [
+    # correct alternatives: every test of their backend passes
+    Broken("mpi_balanced_cyclic", "mandelbrot", _redefine(MPI_CYCLIC), (), "",
+           select="mandelbrot and mpi and balanced"),
+    Broken("mpi_balanced_computing_master", "mandelbrot", _redefine(MPI_COMPUTING_MASTER), (),
+           "", select="mandelbrot and mpi and balanced"),
+    # static blocks with a barrier before the last rows: finish times line up, waiting shows
+    *(Broken(f"{b}_balanced_barrier", "mandelbrot", _redefine(code),
+             (f"{_MANDEL_BALANCE}[{b}-balanced]",), "a worker waited while others computed",
+             select=f"mandelbrot and {b} and balanced")
+      for b, code in (("mpi", MPI_BARRIER), ("pool", POOL_BARRIER), ("ipp", IPP_BARRIER))),
+    # the oracle's image, workers computing a 1x1 spec: their records do not count
+    *(Broken(f"{b}_balanced_oracle_image", "mandelbrot", _redefine(code),
+             (f"test_mandelbrot_trace[{b}-balanced]", f"{_MANDEL_BALANCE}[{b}-balanced]"),
+             "compute_rows ran on another spec than the graded one",
+             select=f"mandelbrot and {b} and balanced")
+      for b, code in (("mpi", MPI_ORACLE), ("pool", POOL_ORACLE), ("ipp", IPP_ORACLE))),
+    # trace files written by the submission: a made-up pid, or real workers' pids while the
+    # calling process did the work (the operating system's CPU times say so)
+    Broken("pool_balanced_forged_trace", "mandelbrot", _redefine(POOL_FORGED_TRACE),
+           ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
+           "not workers of this run", select="mandelbrot and pool and balanced"),
+    Broken("pool_balanced_claims_real_workers", "mandelbrot", _redefine(POOL_CLIENT_WORKS),
+           ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
+           "the calling process used", select="mandelbrot and pool and balanced"),
 ]

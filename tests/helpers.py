@@ -41,13 +41,27 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
     cmd = [sys.executable, "-m", "pytest", "grader", "-p", "no:cacheprovider",
            f"--junitxml={xml}", *args]
     start = time.monotonic()
+    # While the grader runs, this process is a subreaper: a process that escapes the grader's
+    # tree, its tags and the grader itself is re-parented here, where it is found.
+    was_subreaper = proctree.is_subreaper()
+    proctree.become_subreaper()
+    before = {p.pid for p in psutil.Process().children()}
     with subprocess.Popen(cmd, cwd=KIT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, env={**os.environ, "PYTEST_ADDOPTS": ""}) as proc:
         output, _ = proc.communicate(timeout=timeout)
     seconds = time.monotonic() - start
-    # Every process the grader starts carries its pid as owner tag: none may be left.
-    left = [f"{p.pid} {' '.join(p.cmdline())[:100]}"
-            for p in proctree.tagged(proctree.OWNER_VAR, str(proc.pid))]
+    # None may be left: every process the grader starts carries its pid as owner tag, and
+    # whatever escaped the grader came to this process (orphans: new children of ours).
+    escaped = set(proctree.tagged(proctree.OWNER_VAR, str(proc.pid)))
+    for child in psutil.Process().children():
+        if child.pid not in before and child.pid != proc.pid:
+            escaped |= {child, *child.children(recursive=True)}
+    escaped = set(proctree.alive(escaped))
+    left = [proctree.describe(p) for p in escaped]
+    proctree.terminate(escaped)  # so that one failing test leaves nothing for the next
+    proctree.reap()
+    if not was_subreaper:
+        proctree.become_subreaper(False)
     results = {}
     if xml.exists():
         for case in ET.parse(xml).getroot().iter("testcase"):

@@ -1,33 +1,36 @@
-"""The Mandelbrot balance rule (``grader.test_mandelbrot.balanced``) on synthetic traces.
+"""The Mandelbrot balance rule (``grader.balance``) on synthetic traces.
 
-Each run is a pool run at P=4 on the grading spec: per worker, a list of (rows, start, end).
-The rule must pass a dynamic schedule whose work the OS made uneven but whose workers all
-computed until the end, and fail row blocks whatever their timing.
+Each run is a run at P=4 on the grading spec: per worker, a list of (rows, start, end). The
+rule must pass an even static split and a dynamic schedule whose work the OS made uneven but
+whose workers all computed until the end, and fail row blocks and waiting, whatever the timing.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from grader.harness import OK, Outcome
-from grader.test_mandelbrot import GRADING, KERNEL, balanced, finish_ratio, worker_work
-from problems.mandelbrot import block_rows, imbalance
+from grader import balance
+from grader.evidence import Evidence
+from problems.mandelbrot import GRADING, block_rows, row_work
 from problems.trace import Record
 
-
-def _run(per_worker: list[list[tuple[list[int], float, float]]]) -> Outcome:
-    records = [Record(KERNEL, rows, 0.0, 100 + w, "host", start, end, end - start)
-               for w, tasks in enumerate(per_worker) for rows, start, end in tasks]
-    return Outcome(OK, pids={0: 1}, records=records)
+KERNEL = "mandelbrot.compute_rows"
 
 
-def _blocks(ends: list[float]) -> Outcome:
+def _run(per_worker: list[list[tuple[list[int], float, float]]]) -> balance.Measures:
+    valid = [Record(KERNEL, rows, 0.0, 100 + w, "host", start, end, end - start)
+             for w, tasks in enumerate(per_worker) for rows, start, end in tasks]
+    ev = Evidence(valid=valid, caller=1, workers={100 + w: f"w{w}" for w in range(4)})
+    return balance.measure(ev, GRADING, 4)
+
+
+def _blocks(ends: list[float]) -> balance.Measures:
     """Row blocks, worker i finishing at ends[i]."""
     return _run([[(rows, 0.0, end)] for rows, end in zip(block_rows(GRADING.h, 4), ends,
                                                            strict=True)])
 
 
-def _dynamic(shares: list[int], skew: float = 0.0) -> Outcome:
+def _dynamic(shares: list[int], skew: float = 0.0) -> balance.Measures:
     """Rows dealt in order to workers in proportion to ``shares`` (e.g. the CPU each got), all
     finishing at 1.0 (+ skew for the last worker)."""
     owners = np.repeat(np.arange(len(shares)), shares)
@@ -35,32 +38,65 @@ def _dynamic(shares: list[int], skew: float = 0.0) -> Outcome:
     per_worker = []
     for w in range(len(shares)):
         rows = [int(k) for k in np.flatnonzero(order == w)]
-        step = 1.0 / len(rows)
+        step = 1.0 / max(1, len(rows))
         per_worker.append([([k], i * step, (i + 1) * step + (skew if w == 3 else 0.0))
                            for i, k in enumerate(rows)])
     return _run(per_worker)
 
 
-def test_an_even_dynamic_schedule_passes_on_work():
-    assert balanced([_dynamic([1, 1, 1, 1])], "pool", "balanced", 4)
+def _cyclic(ends: list[float]) -> balance.Measures:
+    """Static cyclic rows (row k on worker k mod 4), one call each, worker i ending at ends[i]."""
+    return _run([[(list(range(w, GRADING.h, 4)), 0.0, ends[w])] for w in range(4)])
 
 
-def test_a_dynamic_schedule_on_unfair_cores_passes_on_finish_times():
+def test_an_even_dynamic_schedule_balances():
+    m = _dynamic([1, 1, 1, 1])
+    assert m.r_work < 1.1 and m.max_wait < 0.05 and balance.balanced([m])
+
+
+def test_a_dynamic_schedule_on_unfair_cores_balances_by_its_finish_times():
     # one worker had a core to itself, three shared the other: work 3 : 1 : 1 : 1
-    runs = [_dynamic([3, 1, 1, 1]) for _ in range(5)]
-    assert imbalance(worker_work(runs[0], "pool", "balanced", 4)) > 1.3
-    assert balanced(runs, "pool", "balanced", 4)
+    m = _dynamic([3, 1, 1, 1])
+    assert m.r_work > balance.WORK_MAX and m.r_finish <= balance.FINISH_MAX
+    assert balance.balanced([m] * 5)
+
+
+def test_cyclic_rows_balance_by_their_work_even_when_finish_times_spread():
+    m = _cyclic([0.6, 1.0, 0.8, 0.7])  # the OS shared the cores unevenly
+    assert m.r_work < 1.1 and m.r_finish > balance.FINISH_MAX
+    assert balance.balanced([m] * 5)
 
 
 def test_row_blocks_fail_even_when_one_run_finishes_together():
     lucky = _blocks([1.0, 1.0, 1.0, 1.0])  # the OS happened to even out the finish times
     usual = [_blocks([0.4, 1.0, 1.0, 0.4]) for _ in range(4)]
-    assert finish_ratio(lucky, "pool", "chunked", 4) == 1.0
-    assert not balanced([lucky, *usual], "pool", "balanced", 4)
+    assert lucky.r_finish == 1.0 and lucky.balanced
+    assert not balance.balanced([lucky, *usual])
+
+
+def test_waiting_for_the_last_rows_is_not_balance():
+    """Static blocks, a barrier before each worker's last row: finish times line up."""
+    blocks = block_rows(GRADING.h, 4)
+    work = row_work(GRADING)
+    heavy = max(float(work[b].sum()) for b in blocks)
+    per_worker = []
+    for rows in blocks:
+        done = float(work[rows[:-1]].sum()) / heavy  # computes at one speed, then waits
+        per_worker.append([(rows[:-1], 0.0, done), (rows[-1:], 1.0, 1.02)])
+    m = _run(per_worker)
+    assert m.r_finish < 1.01 and m.max_wait > 0.4
+    assert not balance.balanced([m] * 5)
+
+
+def test_one_process_may_only_schedule_but_not_two():
+    dealt = _dynamic([1, 1, 1, 0])  # a master that computed nothing
+    assert dealt.computing == 3 and balance.balanced([dealt])
+    two_idle = _dynamic([1, 1, 0, 0])
+    assert two_idle.computing == 2 and not balance.balanced([two_idle])
 
 
 def test_finish_times_count_only_if_most_runs_show_them():
     late = [_dynamic([3, 1, 1, 1], skew=0.5) for _ in range(3)]
     on_time = [_dynamic([3, 1, 1, 1]) for _ in range(2)]
-    assert not balanced(late + on_time, "pool", "balanced", 4)
-    assert balanced(late[:2] + on_time + on_time, "pool", "balanced", 4)
+    assert not balance.balanced(late + on_time)
+    assert balance.balanced(late[:2] + on_time + on_time)

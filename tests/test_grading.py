@@ -42,6 +42,8 @@ def test_bad_option_names_the_option(tmp_path):
     assert "--target" in run.output and "no such directory" in run.output
     run = run_grader(tmp_path, "--workers", "zero")
     assert run.returncode == 4 and "--workers='zero': expected a number" in run.output
+    run = run_grader(tmp_path, "--workers", "1000")  # 1000 processes per backend: refused
+    assert run.returncode == 4 and "--workers=1000: at most" in run.output
 
 
 def test_grades_on_a_cluster_the_user_started(tmp_path):

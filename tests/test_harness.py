@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
-from grader import child, proctree
+from grader import child, proctree, wire
 from grader.harness import KIT_ROOT, Runtime, Target, run_job
 from problems import trace
 
@@ -42,6 +43,11 @@ def test_target_resolves_names_and_paths(tmp_path):
     (tmp_path / "json").mkdir()
     with pytest.raises(ValueError, match="would shadow"):
         Target.resolve(str(tmp_path / "json"))
+    (tmp_path / "numpy").mkdir()  # a correct submission in a folder named like a package
+    with pytest.raises(ValueError, match="also the name of an installed package .*numpy"):
+        Target.resolve(str(tmp_path / "numpy"))
+    (tmp_path / "other" / "student").mkdir(parents=True)  # a clone's student/: fine
+    assert Target.resolve(str(tmp_path / "other" / "student")).package == "student"
 
 
 def test_trace_records_only_when_on(tmp_path):
@@ -61,13 +67,63 @@ def test_trace_records_only_when_on(tmp_path):
     assert len(trace.read(tmp_path)) == 1  # a torn last line is skipped, not fatal
 
 
-def test_result_transport_roundtrip_and_unpicklable_value(tmp_path):
-    child.write_result(str(tmp_path), 0, 2, {"status": "ok", "value": [1, 2]})
-    res = pickle.loads((tmp_path / "result-0-2.pkl").read_bytes())
-    assert (res["status"], res["value"], res["rank"], res["pid"]) == ("ok", [1, 2], 2, os.getpid())
-    child.write_result(str(tmp_path), 1, 0, {"status": "ok", "value": lambda: 1})
-    res = pickle.loads((tmp_path / "result-1-0.pkl").read_bytes())
-    assert res["status"] == "error" and "cannot be sent back" in res["message"]
+class _Tally(Counter):
+    """A Counter subclass defined by a submission: must come back as plain counts."""
+
+
+class _Exploit:
+    """Unpickling this would run code in the grader: it must never be unpickled there."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _roundtrip(tmp_path: Path, value):
+    child.write_result(str(tmp_path), 0, 0, {"status": "ok", "value": value})
+    res = wire.read_json(tmp_path / "result-0-0.json")
+    return res, (wire.decode(res["value"], tmp_path) if "value" in res else None)
+
+
+def test_results_travel_as_data_and_come_back_plain(tmp_path):
+    res, value = _roundtrip(tmp_path, np.arange(6.0).reshape(2, 3))
+    assert (res["status"], res["rank"], res["pid"]) == ("ok", 0, os.getpid())
+    assert type(value) is np.ndarray and value.tolist() == [[0, 1, 2], [3, 4, 5]]
+    _, value = _roundtrip(tmp_path, _Tally({"a": np.int64(2), "b": 1}))
+    assert type(value) is dict and value == {"a": 2, "b": 1}
+    _, value = _roundtrip(tmp_path, [np.ones(2), np.zeros(2)])  # a list of rows
+    assert type(value) is np.ndarray and value.shape == (2, 2)
+    assert _roundtrip(tmp_path, np.float32(1.5))[1] == 1.5
+    assert _roundtrip(tmp_path, "Hello")[1] == "Hello"
+    assert _roundtrip(tmp_path, None)[1] is None
+
+
+@pytest.mark.parametrize("value, words", [
+    (_Exploit(), "returned an unsupported type _Exploit"),
+    (lambda: 1, "returned an unsupported type function"),
+    ({"a": object()}, "a value of type object"),
+    (np.array([object()]), "of object elements"),
+])
+def test_values_with_no_data_form_fail_the_call(tmp_path, value, words):
+    res, _ = _roundtrip(tmp_path, value)
+    assert res["status"] == "error" and words in res["message"], res
+
+
+def test_a_forged_result_is_refused_without_running_it(tmp_path):
+    """Files the graded code writes itself: never unpickled, any malformed one is a verdict."""
+    import pickle
+
+    (tmp_path / "evil.npy").write_bytes(b"\x93NUMPY" + pickle.dumps(_Exploit()))
+    with pytest.raises(wire.WireError, match="cannot be read"):
+        wire.decode({"kind": "array", "file": "evil.npy"}, tmp_path)
+    np.save(tmp_path / "objects.npy", np.array([_Tally()], dtype=object), allow_pickle=True)
+    with pytest.raises(wire.WireError, match="cannot be read"):
+        wire.decode({"kind": "array", "file": "objects.npy"}, tmp_path)
+    for bad in ({"kind": "pickle"}, {"kind": "mapping", "items": [["a", "b"]]}, []):
+        with pytest.raises(wire.WireError):
+            wire.decode(bad, tmp_path)
+    (tmp_path / "r.json").write_text("{not json")
+    with pytest.raises(wire.WireError, match="cannot be read"):
+        wire.read_json(tmp_path / "r.json")
 
 
 def test_pool_job_returns_values_and_traces(tmp_path):
@@ -76,7 +132,6 @@ def test_pool_job_returns_values_and_traces(tmp_path):
         def f(A, B, pool):
             return pool.apply(multiply, (A, B))
     """)
-    import numpy as np
     A, B = np.eye(3), np.arange(9.0).reshape(3, 3)
     [out] = run_job(_runtime(target, tmp_path), "pool", "mod", "f", [{"args": (A, B)}], 2)
     assert out.ok, out.message + out.details

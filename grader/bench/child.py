@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import pickle
 import sys
 import time
 import traceback
@@ -66,7 +65,7 @@ def time_sizes(job: dict, call: Callable, runs: dict, root: bool = True,
             args = (None,) * workload.nargs
         expected, stored = None, workloads.expected_file(job["expected_dir"], workload.name, size)
         if root and not is_serial:
-            expected = pickle.loads(stored.read_bytes())
+            expected = workloads.load_expected(stored)
         times, ok = [], True
         for _ in range(job["repeat"]):
             barrier()
@@ -76,7 +75,7 @@ def time_sizes(job: dict, call: Callable, runs: dict, root: bool = True,
             times.append(time.perf_counter() - start)
             if root and is_serial and expected is None:
                 expected = result
-                stored.write_bytes(pickle.dumps(result))
+                workloads.store_expected(stored, result)
             elif root:
                 ok = ok and workloads.same(job["workload"], result, expected)
         runs[size] = {"times": times, "ok": ok}

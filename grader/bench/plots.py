@@ -4,7 +4,6 @@ size, and for Mandelbrot the picture, per-pixel times, per-block costs and per-w
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from pathlib import Path
 
@@ -80,8 +79,8 @@ def mandelbrot_figure(results: list[dict], size: str, workers: int, image_file: 
     seconds = pixel_seconds(spec)
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
     picture, hist, blocks = axes[0]
-    if image_file.exists():
-        image = pickle.loads(image_file.read_bytes())
+    image = workloads.load_expected(image_file)
+    if image is not None:
         picture.imshow(image, cmap="nipy_spectral", origin="lower", aspect="auto",
                        extent=(spec.x1, spec.x2, spec.y1, spec.y2))
     picture.set_title(f"{spec.w}x{spec.h}, maxit {spec.maxit}")
