@@ -174,7 +174,8 @@ def matmul_binding(A: np.ndarray, B: np.ndarray) -> Callable[[Record], str]:
         if binding.get("B") != want_b:
             return "multiply() got another matrix than the graded B"
         rows = binding.get("rows")
-        if not isinstance(rows, list) or not set(rows) <= rows_of_a:
+        if not (isinstance(rows, list) and all(isinstance(d, str) for d in rows)
+                and set(rows) <= rows_of_a):
             return "multiply() got rows that are not rows of the graded A"
         if record.units != float(len(rows) * B.size):
             return "their work units disagree with the rows multiplied"
@@ -215,7 +216,7 @@ def wordcount_binding(paths: list[str]) -> Callable[[Record], str]:
 
     def unbound(record: Record) -> str:
         binding = record.binding if isinstance(record.binding, dict) else {}
-        if record.task not in want:
+        if not isinstance(record.task, str) or record.task not in want:
             return "count_file counted files that are not among the graded documents"
         content, size = want[record.task]
         if binding.get("content") != content or record.units != size:

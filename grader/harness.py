@@ -327,7 +327,7 @@ class Job:
                 outcomes.append(done)
                 break
             if time.monotonic() > deadline:
-                child.dump_stacks()
+                child.dump_stacks(also=self.engines)
                 outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
                 break
             time.sleep(_POLL)

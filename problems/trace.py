@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -121,7 +122,18 @@ def read(path: str | os.PathLike) -> list[Record]:
             text = f.read().decode(errors="replace")
         for line in text.splitlines():
             try:
-                records.append(Record(**json.loads(line)))
+                record = Record(**json.loads(line))
             except (ValueError, TypeError):
                 continue
+            if _well_formed(record):
+                records.append(record)
     return sorted(records, key=lambda r: r.start)
+
+
+def _well_formed(r: Record) -> bool:
+    """Fields of the types the kit writes (graded code could write anything in the folder)."""
+    numbers = (r.units, r.start, r.end, r.cpu)
+    return (isinstance(r.kernel, str) and isinstance(r.host, str) and isinstance(r.binding, dict)
+            and isinstance(r.pid, int) and not isinstance(r.pid, bool)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                    for x in numbers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -207,3 +208,16 @@ def test_orphans_of_a_dead_session_are_swept(tmp_path):
         assert orphan.wait(5) is not None
     finally:
         orphan.kill()
+
+
+def test_trace_records_of_the_wrong_shape_are_skipped_not_fatal(tmp_path):
+    """Graded code can write anything into the trace folder: only well-formed records count."""
+    good = {"kernel": "k", "task": [1], "units": 1.0, "pid": 5, "host": "h", "start": 0.0,
+            "end": 1.0, "cpu": 0.5, "binding": {}}
+    bad = [{**good, "start": "soon"}, {**good, "pid": "5"}, {**good, "units": float("nan")},
+           {**good, "binding": []}, {**good, "extra": 1}, [1, 2]]
+    lines = [json.dumps(r) for r in [good, *bad]]
+    (tmp_path / "trace-5.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "trace-6.jsonl").symlink_to(tmp_path / "trace-5.jsonl")  # never followed
+    [rec] = trace.read(tmp_path)
+    assert (rec.pid, rec.units) == (5, 1.0)
