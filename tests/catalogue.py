@@ -438,6 +438,50 @@ def mandelbrot_pool_balanced(spec, pool):
                                 "rows": row_digests(image[k:k + 1])}}) + "\\n")
     return image
 '''
+_FORGE_RECORDS = '''
+
+def _forge(spec, image):
+    """Trace records written by hand for made-up pids, correctly bound to the spec and rows."""
+    import json, os
+    from problems import trace
+    from problems.mandelbrot import row_digests, spec_digest
+
+    with open(os.path.join(trace.directory(), "trace-999999.jsonl"), "w") as f:
+        for k in range(spec.h):
+            units = float(image[k].sum()) + 2 * spec.w
+            f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k], "units": units,
+                                "pid": 999999 + k % 4, "host": "h", "start": 0.0, "end": 0.01,
+                                "cpu": 0.01, "binding": {"spec": spec_digest(spec),
+                                "rows": row_digests(image[k:k + 1])}}) + "\\n")
+
+
+def _untraced(spec):
+    from problems import trace
+
+    where = trace.directory()
+    trace.set_directory(None)
+    image = compute_rows(spec, range(spec.h))
+    trace.set_directory(where)
+    return image
+'''
+MPI_FORGED_TRACE = _FORGE_RECORDS + '''
+
+def mandelbrot_mpi_balanced(spec, comm):
+    """Rank 0 computes everything untraced and claims made-up ranks did."""
+    if comm.Get_rank() != 0:
+        return None
+    image = _untraced(spec)
+    _forge(spec, image)
+    return image
+'''
+IPP_FORGED_TRACE = _FORGE_RECORDS + '''
+
+def mandelbrot_ipp_balanced(spec, view):
+    """The client computes everything untraced and claims made-up engines did."""
+    image = _untraced(spec)
+    _forge(spec, image)
+    return image
+'''
 POOL_CLIENT_WORKS = '''
 def mandelbrot_pool_balanced(spec, pool):
     """Everything in the calling process; records written by hand claim real pool workers."""
@@ -487,9 +531,11 @@ MANDELBROT: list[Broken] = [
       for b, code in (("mpi", MPI_ORACLE), ("pool", POOL_ORACLE), ("ipp", IPP_ORACLE))),
     # trace files written by the submission: a made-up pid, or real workers' pids while the
     # calling process did the work (the operating system's CPU times say so)
-    Broken("pool_balanced_forged_trace", "mandelbrot", _redefine(POOL_FORGED_TRACE),
-           ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
-           "not workers of this run", select="mandelbrot and pool and balanced"),
+    *(Broken(f"{b}_balanced_forged_trace", "mandelbrot", _redefine(code),
+             (f"test_mandelbrot_trace[{b}-balanced]", f"{_MANDEL_BALANCE}[{b}-balanced]"),
+             "not workers of this run", select=f"mandelbrot and {b} and balanced")
+      for b, code in (("mpi", MPI_FORGED_TRACE), ("pool", POOL_FORGED_TRACE),
+                      ("ipp", IPP_FORGED_TRACE))),
     Broken("pool_balanced_claims_real_workers", "mandelbrot", _redefine(POOL_CLIENT_WORKS),
            ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
            "the calling process used", select="mandelbrot and pool and balanced"),
