@@ -232,6 +232,21 @@ def _pytest_args(args: argparse.Namespace, keyword: str | None = None) -> list[s
     return out + list(args.pytest_arg or [])
 
 
+def gradings_contained(command: Callable[[argparse.Namespace], int]):
+    """Run a command that starts gradings as a child subreaper: graded code that escaped a
+    ``pytest`` which was killed (its time limit) comes back here, not to init, and whatever is
+    left when the command ends is ended with it."""
+
+    def contained(args: argparse.Namespace) -> int:
+        proctree.become_subreaper()
+        try:
+            return command(args)
+        finally:
+            proctree.end_all(str(os.getpid()))
+    return contained
+
+
+@gradings_contained
 def cmd_grade(args: argparse.Namespace) -> int:
     missing = [p for p in args.submissions if not Path(p).is_dir()]
     for p in missing:
@@ -370,6 +385,7 @@ def validate(outdir: Path, args: argparse.Namespace, entries=None,
     return problems
 
 
+@gradings_contained
 def cmd_validate(args: argparse.Namespace) -> int:
     outdir = Path(args.out)
     problems = validate(outdir, args)
