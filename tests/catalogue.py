@@ -540,3 +540,71 @@ MANDELBROT: list[Broken] = [
            ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
            "the calling process used", select="mandelbrot and pool and balanced"),
 ]
+
+# The same forgeries in the other exercises: records by hand for made-up pids, or for real
+# pool workers while the calling process does the work.
+_WORDCOUNT_END = ("    for partial in pool.imap_unordered(count_batch, batches):\n"
+                  "        total.update(partial)\n    return total\n")
+WORDCOUNT_FORGED = '''
+
+def wordcount_pool(paths, pool, pids=None):
+    """Counts everything in the calling process, untraced, and writes count_file records
+    bound to each document's content, for made-up pids (or ``pids``)."""
+    import json, os
+    from problems import trace
+    from problems.wordcount import count_text
+
+    total = Counter()
+    with open(os.path.join(trace.directory(), "trace-999999.jsonl"), "w") as f:
+        for i, path in enumerate(paths):
+            with open(path, "rb") as doc:
+                data = doc.read()
+            total.update(count_text(data.decode("utf-8")))
+            pid = pids[i % len(pids)] if pids else 999999 + i % 4
+            f.write(json.dumps({"kernel": "wordcount.count_file", "task": str(path),
+                                "units": float(len(data)), "pid": pid, "host": "h",
+                                "start": 0.0, "end": 0.01, "cpu": 0.01,
+                                "binding": {"content": trace.digest(data)}}) + "\\n")
+    return total
+'''
+WORDCOUNT_CLAIMS_REAL = WORDCOUNT_FORGED.replace("def wordcount_pool(", "def _forged(") + '''
+
+def wordcount_pool(paths, pool):
+    return _forged(paths, pool, sorted(set(pool.map(_getpid, range(64), chunksize=1))))
+
+
+def _getpid(_):
+    import os
+
+    return os.getpid()
+'''
+MATMUL_FORGED = '''
+
+def matmul_pool(A, B, pool):
+    """The product in the calling process, untraced; multiply records for made-up pids."""
+    import json, os
+    from problems import trace
+    from problems.matmul import matrix_digest, row_digests
+
+    with open(os.path.join(trace.directory(), "trace-999999.jsonl"), "w") as f:
+        for i in range(A.shape[0]):
+            f.write(json.dumps({"kernel": "matmul.multiply", "task": [1, A.shape[1]],
+                                "units": float(B.size), "pid": 999999 + i % 4, "host": "h",
+                                "start": 0.0, "end": 0.01, "cpu": 0.01,
+                                "binding": {"B": matrix_digest(B),
+                                            "rows": row_digests(A[i:i + 1])}}) + "\\n")
+    return np.dot(A, B)
+'''
+FORGERIES: list[Broken] = [
+    Broken("wordcount_pool_forged_trace", "wordcount",
+           {"wordcount": [(_WORDCOUNT_END, _WORDCOUNT_END + WORDCOUNT_FORGED)]},
+           ("test_wordcount[pool-", "test_wordcount_parallel[pool]"), "not workers of this run",
+           select="wordcount and pool"),
+    Broken("wordcount_pool_claims_real_workers", "wordcount",
+           {"wordcount": [(_WORDCOUNT_END, _WORDCOUNT_END + WORDCOUNT_CLAIMS_REAL)]},
+           ("test_wordcount_parallel[pool]",), "the calling process used",
+           select="wordcount and pool"),
+    Broken("matmul_pool_forged_trace", "matmul",
+           {"matmul": [(_POOL_RETURN, _POOL_RETURN + MATMUL_FORGED)]},
+           ("test_matmul_parallel[pool]",), "not workers of this run", select="matmul and pool"),
+]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.catalogue import CATALOGUE, MANDELBROT, ROBUSTNESS, TRUST, Broken
+from tests.catalogue import CATALOGUE, FORGERIES, MANDELBROT, ROBUSTNESS, TRUST, Broken
 from tests.helpers import run_grader
 
 TIMEOUT = 5  # --call-timeout for these runs: hangs cost one timeout per graded function
 
 
-@pytest.mark.parametrize("broken", CATALOGUE + ROBUSTNESS + TRUST + MANDELBROT,
+@pytest.mark.parametrize("broken", CATALOGUE + ROBUSTNESS + TRUST + MANDELBROT + FORGERIES,
                          ids=lambda b: b.name)
 def test_broken_submission_is_caught(tmp_path, broken: Broken):
     sub = broken.build(tmp_path)
