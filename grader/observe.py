@@ -14,6 +14,7 @@ about where the work ran; for MPI only the ranks themselves are known.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,15 @@ def _cpu(proc: psutil.Process) -> float | None:
         return times.user + times.system
     except psutil.Error:
         return None
+
+
+def _answer(path: Path) -> None:
+    """Create an empty file in a folder the graded code owns: never through a link it planted
+    there (under ``--run-as`` the grader is root)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+    except OSError:
+        pass
 
 
 def _rank(proc: psutil.Process) -> str:
@@ -82,7 +92,7 @@ class Observer:
         if self.backend == "pool" and self._acked < case \
                 and (self.jobdir / f"alive-{case}").exists():
             self._pool_alive()
-            (self.jobdir / f"ack-{case}").touch()
+            _answer(self.jobdir / f"ack-{case}")
             self._acked = case
 
     def _case_started(self) -> None:
