@@ -10,13 +10,14 @@ counts here only if
 - it is bound to the graded data (``Record.binding``): the graded spec or operands, the values
   of exactly the rows or documents it claims, and work units that agree with them.
 
-For pool and ipyparallel runs, the CPU time of the calling process and of each worker comes
-from the operating system (``grader.observe``): runs whose CPU went to the calling process, not
-to the workers, did not run in parallel, whatever their trace says (:class:`CpuTally`).
+For pool and ipyparallel runs, the CPU time of each worker comes from the operating system
+(``grader.observe``): runs whose workers used far less CPU than the work takes did not run in
+them, whatever their trace says (:class:`CpuTally`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -34,11 +35,10 @@ from problems.trace import Record, digest
 
 # Judging by CPU time, summed over every run of a graded function (the OS counts CPU time in
 # ticks of 10 ms, too coarse for one small run): the work takes SERIAL seconds of CPU when the
-# grader does it itself; the workers must have used at least WORKER_SHARE of that, unless the
-# calling process used less than CALLER_SHARE of it (then the work ran nowhere we can see,
-# and the trace checks decide). Judged only when SERIAL_MIN seconds of work were graded.
+# grader does it itself, and the workers the grader knows must have used at least
+# WORKER_SHARE of that, wherever else CPU went (the calling process, a process of the graded
+# code's own). Judged only when SERIAL_MIN seconds of work were graded.
 WORKER_SHARE = 0.25  # the kit's workers use 1 to 2 times the serial CPU time
-CALLER_SHARE = 0.5  # a calling process that did the work used the serial CPU time or more
 SERIAL_MIN = 0.1
 
 # Why a record does not count, as the failure messages say it.
@@ -74,7 +74,9 @@ class Evidence:
             if why == FORGED:
                 parts.append(f"{len(records)} trace record(s) come from processes that are "
                              f"not workers of this run (pid {shown}): the grader counts only "
-                             "work done by the kit's kernel in the processes it started")
+                             "work done by the kit's kernel in the workers it gave you (the "
+                             "comm's ranks, the pool's workers, the view's engines), not in "
+                             "processes you started yourself, nor records written by hand")
             else:
                 parts.append(f"{len(records)} kernel call(s) did not count: {why}")
         return "; ".join(parts)
@@ -120,22 +122,22 @@ class CpuTally:
 
     def add(self, outcome: Outcome, serial: float) -> None:
         seen = outcome.seen
-        if seen.caller_cpu is None or not seen.workers:  # MPI, or not observed
+        if not seen.cpu:  # MPI (busy-waiting ranks), or a user's own cluster
             return
-        self.caller += seen.caller_cpu
+        self.caller += seen.caller_cpu or 0.0
         self.workers += sum(seen.cpu.values())
         self.serial += serial
         self.runs += 1
 
     def verdict(self) -> str:
-        """'' or the sentence that says the calling process did the work, not its workers."""
-        if self.serial < SERIAL_MIN or self.workers >= WORKER_SHARE * self.serial \
-                or self.caller < CALLER_SHARE * self.serial:
+        """'' or the sentence that says the work did not run in the workers."""
+        if self.serial < SERIAL_MIN or self.workers >= WORKER_SHARE * self.serial:
             return ""
-        return (f"over its {self.runs} runs the calling process used {self.caller:.2f} s of CPU "
-                f"time and the workers {self.workers:.2f} s together (measured by the operating "
-                f"system), while the work takes {self.serial:.2f} s serially: it ran in the "
-                "calling process, whatever the trace says")
+        return (f"over its {self.runs} runs the workers used {self.workers:.2f} s of CPU time "
+                f"together and the calling process {self.caller:.2f} s (measured by the "
+                f"operating system), while the work takes {self.serial:.2f} s serially: the "
+                "work did not run in the workers, whatever the trace says (in the calling "
+                "process, or in processes of your own)")
 
 
 # -- what binds a record to the graded data, per kernel ------------------------------------------
@@ -197,8 +199,9 @@ def matmul_rows_done(evidence: Evidence, A: np.ndarray) -> Counter:
 
 
 @lru_cache(maxsize=32)
-def _documents(paths: tuple[str, ...]) -> dict[str, tuple[str, float]]:
-    """Digest and size of each graded document that exists (read once per session)."""
+def _documents(paths: tuple[str, ...]) -> dict[str, tuple[str, str, float]]:
+    """Per graded document, by its real path: its path as given, digest and size (each
+    document read once per session)."""
     want = {}
     for path in paths:
         try:
@@ -206,8 +209,17 @@ def _documents(paths: tuple[str, ...]) -> dict[str, tuple[str, float]]:
                 data = f.read()
         except OSError:
             continue
-        want[path] = (digest(data), float(len(data)))
+        want[os.path.realpath(path)] = (path, digest(data), float(len(data)))
     return want
+
+
+def graded_document(task: object, paths: list[str]) -> str | None:
+    """The graded path a count_file record names, however it was spelled (``dir/./doc``, a
+    path through a link, a ``Path``: count_file records ``str(path)``), or None."""
+    if not isinstance(task, str):
+        return None
+    found = _documents(tuple(paths)).get(os.path.realpath(task))
+    return found[0] if found else None
 
 
 def wordcount_binding(paths: list[str]) -> Callable[[Record], str]:
@@ -215,10 +227,10 @@ def wordcount_binding(paths: list[str]) -> Callable[[Record], str]:
     want = _documents(tuple(paths))
 
     def unbound(record: Record) -> str:
-        binding = record.binding if isinstance(record.binding, dict) else {}
-        if not isinstance(record.task, str) or record.task not in want:
+        if graded_document(record.task, paths) is None:
             return "count_file counted files that are not among the graded documents"
-        content, size = want[record.task]
+        _, content, size = want[os.path.realpath(record.task)]
+        binding = record.binding if isinstance(record.binding, dict) else {}
         if binding.get("content") != content or record.units != size:
             return "count_file counted another content than the graded document's"
         return ""

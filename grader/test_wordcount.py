@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from grader.checks import fail, require_ok
-from grader.evidence import CpuTally, serial_cpu, sort_records, wordcount_binding
+from grader.evidence import (
+    CpuTally,
+    graded_document,
+    serial_cpu,
+    sort_records,
+    wordcount_binding,
+)
 from problems.wordcount import (
     KERNEL,
     generate_corpus,
@@ -139,7 +145,7 @@ def require_trace(outcome, paths: list[str], backend: str, context: str) -> Coun
     Returns the number of documents counted per process id.
     """
     ev = sort_records(outcome, KERNEL, backend, wordcount_binding(paths))
-    counted = Counter(str(r.task) for r in ev.valid)
+    counted = Counter(graded_document(r.task, paths) for r in ev.valid)
     rejected = f" ({ev.rejections()})" if ev.rejected else ""
     where = {"mpi": "on the MPI ranks", "ipp": "on the engines", "pool": "in the pool workers"}
     if paths and not ev.valid:

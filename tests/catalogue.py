@@ -417,42 +417,24 @@ def mandelbrot_ipp_balanced(spec, view):
     view.map_sync(compute_rows, [{_TINY}] * spec.h, [[k] for k in range(spec.h)])
     return serial_image(spec)
 '''
-POOL_FORGED_TRACE = '''
-def mandelbrot_pool_balanced(spec, pool):
-    """Everything in the calling process, with trace records written by hand for a made-up
-    pid, correctly bound to the spec and the rows."""
-    import json, os
-    from problems import trace
-    from problems.mandelbrot import row_digests, spec_digest
-
-    where = trace.directory()
-    trace.set_directory(None)  # compute untraced here...
-    image = compute_rows(spec, range(spec.h))
-    trace.set_directory(where)
-    with open(os.path.join(where, "trace-999999.jsonl"), "w") as f:  # ...and claim a worker did
-        for k in range(spec.h):
-            units = float(image[k].sum()) + 2 * spec.w
-            f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k], "units": units,
-                                "pid": 999999 + k % 4, "host": "h", "start": 0.0, "end": 0.01,
-                                "cpu": 0.01, "binding": {"spec": spec_digest(spec),
-                                "rows": row_digests(image[k:k + 1])}}) + "\\n")
-    return image
-'''
+# Trace records written by hand, correctly bound to the spec and the rows: for made-up pids, or
+# for ``pids`` (real pool workers) while the rows were computed elsewhere, untraced.
 _FORGE_RECORDS = '''
 
-def _forge(spec, image):
-    """Trace records written by hand for made-up pids, correctly bound to the spec and rows."""
+def _forge(spec, image, pids=None):
     import json, os
     from problems import trace
     from problems.mandelbrot import row_digests, spec_digest
 
     with open(os.path.join(trace.directory(), "trace-999999.jsonl"), "w") as f:
         for k in range(spec.h):
-            units = float(image[k].sum()) + 2 * spec.w
-            f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k], "units": units,
-                                "pid": 999999 + k % 4, "host": "h", "start": 0.0, "end": 0.01,
-                                "cpu": 0.01, "binding": {"spec": spec_digest(spec),
-                                "rows": row_digests(image[k:k + 1])}}) + "\\n")
+            pid = pids[k % len(pids)] if pids else 999999 + k % 4
+            f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k],
+                                "units": float(image[k].sum()) + 2 * spec.w, "pid": pid,
+                                "host": "h", "start": k * 1e-3, "end": (k + 1) * 1e-3,
+                                "cpu": 1e-3, "binding": {"spec": spec_digest(spec),
+                                                         "rows": row_digests(image[k:k + 1])}})
+                    + "\\n")
 
 
 def _untraced(spec):
@@ -463,6 +445,16 @@ def _untraced(spec):
     image = compute_rows(spec, range(spec.h))
     trace.set_directory(where)
     return image
+
+
+def _getpid(_):
+    import os
+
+    return os.getpid()
+
+
+def _pool_pids(pool):
+    return sorted(set(pool.map(_getpid, range(64), chunksize=1)))
 '''
 MPI_FORGED_TRACE = _FORGE_RECORDS + '''
 
@@ -470,6 +462,14 @@ def mandelbrot_mpi_balanced(spec, comm):
     """Rank 0 computes everything untraced and claims made-up ranks did."""
     if comm.Get_rank() != 0:
         return None
+    image = _untraced(spec)
+    _forge(spec, image)
+    return image
+'''
+POOL_FORGED_TRACE = _FORGE_RECORDS + '''
+
+def mandelbrot_pool_balanced(spec, pool):
+    """The calling process computes everything untraced and claims made-up workers did."""
     image = _untraced(spec)
     _forge(spec, image)
     return image
@@ -482,33 +482,43 @@ def mandelbrot_ipp_balanced(spec, view):
     _forge(spec, image)
     return image
 '''
-POOL_CLIENT_WORKS = '''
-def mandelbrot_pool_balanced(spec, pool):
-    """Everything in the calling process; records written by hand claim real pool workers."""
-    import json, os
-    from problems import trace
-    from problems.mandelbrot import row_digests, spec_digest
+POOL_CLIENT_WORKS = _FORGE_RECORDS + '''
 
-    where = trace.directory()
-    trace.set_directory(None)
-    image = compute_rows(spec, range(spec.h))
-    trace.set_directory(where)
-    pids = sorted(set(pool.map(_getpid, range(64), chunksize=1)))
-    with open(os.path.join(where, f"trace-{pids[0]}.jsonl"), "w") as f:
-        for k in range(spec.h):
-            units = float(image[k].sum()) + 2 * spec.w
-            f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k], "units": units,
-                                "pid": pids[k % len(pids)], "host": "h", "start": k * 1e-3,
-                                "end": (k + 1) * 1e-3, "cpu": 1e-3,
-                                "binding": {"spec": spec_digest(spec),
-                                            "rows": row_digests(image[k:k + 1])}}) + "\\n")
+def mandelbrot_pool_balanced(spec, pool):
+    """The calling process computes everything; the records claim the real pool workers."""
+    image = _untraced(spec)
+    _forge(spec, image, _pool_pids(pool))
+    return image
+'''
+POOL_SIDE_PROCESS = _FORGE_RECORDS + '''
+
+def mandelbrot_pool_balanced(spec, pool):
+    """A process of its own computes everything (joined: nothing is left); the records claim
+    the real pool workers. The calling process only waits."""
+    import multiprocessing
+
+    pids = _pool_pids(pool)
+    out = multiprocessing.Array("i", spec.h * spec.w)
+    side = multiprocessing.Process(target=_side, args=(spec, out))
+    side.start()
+    side.join()
+    image = np.frombuffer(out.get_obj(), dtype=np.intc).reshape(spec.h, spec.w).copy()
+    _forge(spec, image, pids)
     return image
 
 
-def _getpid(_):
-    import os
+def _side(spec, out):
+    np.frombuffer(out.get_obj(), dtype=np.intc)[:] = _untraced(spec).ravel()
+'''
+# Correct work in processes the grader did not give: a pool of its own, not the one passed in.
+POOL_OWN_POOL = '''
 
-    return os.getpid()
+def mandelbrot_pool_balanced(spec, pool):
+    import multiprocessing
+
+    tasks = [(spec, rows) for rows in _batches(spec.h)]
+    with multiprocessing.Pool(2) as mine:
+        return np.vstack(mine.starmap(compute_rows, tasks, chunksize=1))
 '''
 
 _MANDEL_BALANCE = "test_mandelbrot_balance"
@@ -538,7 +548,14 @@ MANDELBROT: list[Broken] = [
                       ("ipp", IPP_FORGED_TRACE))),
     Broken("pool_balanced_claims_real_workers", "mandelbrot", _redefine(POOL_CLIENT_WORKS),
            ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
-           "the calling process used", select="mandelbrot and pool and balanced"),
+           "did not run in the workers", select="mandelbrot and pool and balanced"),
+    Broken("pool_balanced_side_process", "mandelbrot", _redefine(POOL_SIDE_PROCESS),
+           ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
+           "did not run in the workers", select="mandelbrot and pool and balanced"),
+    # correct rows, but in a pool of its own: the message names that cause
+    Broken("pool_balanced_own_pool", "mandelbrot", _redefine(POOL_OWN_POOL),
+           ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
+           "processes you started yourself", select="mandelbrot and pool and balanced"),
 ]
 
 # The same forgeries in the other exercises: records by hand for made-up pids, or for real
@@ -602,9 +619,15 @@ FORGERIES: list[Broken] = [
            select="wordcount and pool"),
     Broken("wordcount_pool_claims_real_workers", "wordcount",
            {"wordcount": [(_WORDCOUNT_END, _WORDCOUNT_END + WORDCOUNT_CLAIMS_REAL)]},
-           ("test_wordcount_parallel[pool]",), "the calling process used",
+           ("test_wordcount_parallel[pool]",), "did not run in the workers",
            select="wordcount and pool"),
     Broken("matmul_pool_forged_trace", "matmul",
            {"matmul": [(_POOL_RETURN, _POOL_RETURN + MATMUL_FORGED)]},
            ("test_matmul_parallel[pool]",), "not workers of this run", select="matmul and pool"),
+    # correct, unusual: the documents' paths spelled differently (dir/./doc)
+    Broken("wordcount_paths_respelled", "wordcount", {"wordcount": [(
+        "    paths = list(paths)\n    workers = pool_size(pool)\n",
+        "    paths = [os.path.join(os.path.dirname(p), '.', os.path.basename(p)) for p in paths]\n"
+        "    workers = pool_size(pool)\n")]},
+        (), "", select="wordcount and pool and not missing"),
 ]
