@@ -72,6 +72,7 @@ class Observer:
         self._caller_start: float | None = None
         self._ready = -1  # last case whose start was seen
         self._acked = -1
+        self._scans = 0  # looks for the MPI ranks
         self.current = Seen()
 
     def _caller(self) -> psutil.Process | None:
@@ -83,7 +84,9 @@ class Observer:
     def poll(self, case: int) -> None:
         """Look at the run while case ``case`` is under way."""
         if self.backend == "mpi":
-            if len(self.current.workers) < self.nranks:  # still starting
+            # still starting, or not yet exec'd (a launcher that names no rank: 100 looks)
+            if len(self.current.ranks) < self.nranks and self._scans < 100:
+                self._scans += 1
                 self._see_ranks(self.current)
             return
         if self._ready < case and (self.jobdir / f"ready-{case}").exists():
@@ -130,7 +133,9 @@ class Observer:
             self.current.caller_cpu = now - self._caller_start
 
     def _see_ranks(self, seen: Seen) -> None:
-        """The ranks: the processes two levels below mpiexec (its proxies, then theirs)."""
+        """The ranks: the processes two levels below mpiexec (its proxies, then theirs). A
+        process caught between the proxy's fork and its exec has no rank in its environment
+        yet: it is labelled again at the next look."""
         try:
             top = psutil.Process(self.child.popen.pid)
             for proxy in top.children():
@@ -155,7 +160,7 @@ class Observer:
                 if now is not None:
                     seen.cpu[pid] = now - start
             self._set_caller_cpu(self._caller())
-        elif self.backend == "mpi" and len(seen.workers) < self.nranks:
+        elif self.backend == "mpi" and len(seen.ranks) < self.nranks:
             self._see_ranks(seen)
         self.current = Seen(workers=dict(seen.workers), ranks=dict(seen.ranks)) \
             if self.backend == "mpi" else Seen()
