@@ -626,7 +626,10 @@ def _stub_in_traceback(stderr: str, target: Target) -> str:
               and Path(m["file"]).resolve().is_relative_to(target.directory)]
     if not frames:
         return ""
-    return f"{_display_path(frames[-1]['file'], target)} {frames[-1]['func']}"
+    # Several ranks' tracebacks may interleave on stderr: the innermost frame of a function,
+    # not a module's top level, names the stub.
+    inner = [m for m in frames if m["func"] != "<module>"] or frames
+    return f"{_display_path(inner[-1]['file'], target)} {inner[-1]['func']}"
 
 
 _TB_FRAME = re.compile(r'File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)')
