@@ -9,7 +9,7 @@ busy-loop processes, and prints per scheme min / median / max over the runs of:
 R_work (max/mean of per-worker work), R_busy (max/mean of per-worker time inside
 compute_rows), the longest wait of any worker while others computed (share of the span),
 R_finish, the number of workers that computed, and how many batches of REPEATS runs the rule
-(``grader.balance.balanced``) accepts.
+(``parakit.controller.balance.balanced``) accepts.
 
 Schemes: the reference's chunked and balanced functions on the three backends, the correct
 alternatives of tests/catalogue.py (MPI cyclic rows, a computing master) and the cheats
@@ -28,9 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from grader import balance, evidence, proctree  # noqa: E402
-from grader.harness import Grading, Runtime, Target, detect_mpiexec  # noqa: E402
-from grader.ipp_cluster import SessionCluster  # noqa: E402
+from parakit import backends  # noqa: E402
+from parakit.controller import balance, evidence, proctree  # noqa: E402
+from parakit.controller.grading import Grading  # noqa: E402
+from parakit.controller.runtime import Runtime, Target  # noqa: E402
 from problems.mandelbrot import GRADING  # noqa: E402
 from tests import catalogue  # noqa: E402
 
@@ -72,7 +73,7 @@ def main() -> None:
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(args.busy)]
     workdir = Path(tempfile.mkdtemp(prefix="balance-"))
-    cluster = SessionCluster(args.workers, workdir)
+    session = backends.session(args.workers, workdir)
     found = {}
     print(f"{'scheme':<28} {'R_work':>18} {'R_busy':>18} {'max wait':>18} {'R_finish':>18} "
           f"{'computing':>9}  batches passing", flush=True)
@@ -80,8 +81,7 @@ def main() -> None:
         for name, target, backend, scheme in schemes(workdir):
             if args.only and not any(o in name for o in args.only):
                 continue
-            rt = Runtime(target, 60.0, detect_mpiexec(), workdir)
-            grading = Grading(rt, cluster)
+            grading = Grading(Runtime(target, 60.0, workdir, session))
             extra = {"view": "balanced"} if backend == "ipp" and scheme == "balanced" else {}
             runs = []
             for _ in range(-(-args.runs // balance.REPEATS)):
@@ -110,7 +110,7 @@ def main() -> None:
                   f"{min(row['computing']):>4}-{max(row['computing'])}    "
                   f"{passing}/{len(batches)}", flush=True)
     finally:
-        cluster.stop()
+        backends.stop_all(session)
         for proc in busy:
             proc.kill()
             proc.wait()

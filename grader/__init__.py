@@ -1,8 +1,6 @@
-"""The kit's grader: a pytest suite (``pytest grader``) and the harness that runs graded code.
+"""The grader: the pytest suite that grades an exercise package (``pytest grader``).
 
-Parent side (pytest process): ``plugin`` (options, points, score table), ``harness`` (runs a
-graded call in a child and reads its results back), ``proctree`` (process trees, stacks, kills),
-``ipp_cluster`` (the session's ipyparallel cluster), ``checks`` (verdicts from results and traces).
-Child side: ``child`` only; of this package it imports only ``wire``, the data format of
-results and arguments that both sides share.
+It holds only what pytest collects: one test module per exercise, and the plugin (points, the
+score table, CI reports, fixtures). The machinery behind it (jobs, backends, the worker-side
+runners, the verdict rules) is the ``parakit`` package; docs/architecture.md draws the picture.
 """

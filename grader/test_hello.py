@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from grader.checks import fail, require_ok
+from parakit.controller.checks import fail, require_ok
 
 LINE = re.compile(r"^Hello from (?P<host>\S+)\. (?P<rank>\d+) of (?P<size>\d+)$")
 HOSTS = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn()}

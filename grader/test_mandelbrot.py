@@ -5,13 +5,13 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
 - ``test_mandelbrot``: the image equals the serial image exactly, on every spec, at every
   worker count;
 - ``test_mandelbrot_trace``: from the work trace (records bound to the graded spec and rows,
-  from processes the grader knows, see ``grader.evidence``): every row ran exactly once, in a
-  worker; for pool and ipyparallel the calling process computed nothing, by its trace and by
+  from processes the grader knows, see ``controller.evidence``): every row ran exactly
+  once, in a worker; for pool and ipyparallel the calling process computed nothing, by its trace and by
   the CPU time the operating system measured; a chunked version gave each worker one
   contiguous ``array_split`` block;
 - ``test_mandelbrot_balance`` (balanced only): on ``GRADING`` at P=4 over ``REPEATS`` runs
-  (``REPEATS`` more if they do not pass), the rule of ``grader.balance``: no worker waited
-  while others computed, and the work was even or every worker computed until the end.
+  (``REPEATS`` more if they do not pass), the rule of ``parakit.controller.balance``: no
+  worker waited while others computed, and the work was even or every worker computed until the end.
   docs/mandelbrot.md has the measured distributions behind it.
 
 All specs and repeats of one function and worker count run in one child (``Grading`` caches it).
@@ -28,10 +28,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader import balance
-from grader.checks import _ranges, fail, require_ok
-from grader.evidence import CpuTally, Evidence, mandelbrot_binding, serial_cpu, sort_records
-from grader.harness import Outcome
+from parakit.controller import balance
+from parakit.controller.checks import _ranges, fail, require_ok
+from parakit.controller.evidence import (
+    CpuTally,
+    Evidence,
+    mandelbrot_binding,
+    serial_cpu,
+    sort_records,
+)
+from parakit.controller.jobs import Outcome
 from problems.mandelbrot import (
     GRADING,
     Spec,
@@ -211,7 +217,7 @@ def _serial_cpu(spec: Spec) -> float:
 @pytest.mark.parametrize(("backend", "scheme"), [s for s in SCHEMES if s[1] == "balanced"],
                          ids=[i for i in IDS if i.endswith("balanced")])
 def test_mandelbrot_balance(grading, backend, scheme):
-    """Balanced beats row blocks: at P=4 the runs balance by the rule of ``grader.balance``.
+    """Balanced beats row blocks: at P=4 the runs balance by the rule of ``controller.balance``.
 
     A static decomposition gives the same measures every run; a dynamic one depends on how the
     OS shares the cores, so REPEATS runs are judged together, and REPEATS fresh runs in a new

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from grader.checks import _ranges, fail, require_array, require_ok
-from grader.evidence import matmul_binding, matmul_rows_done, sort_records
+from parakit.controller.checks import _ranges, fail, require_array, require_ok
+from parakit.controller.evidence import matmul_binding, matmul_rows_done, sort_records
 from problems.matmul import random_pair
 
 BACKENDS = ["mpi", "ipp", "pool"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.checks import fail, require_ok
-from grader.evidence import (
+from parakit.controller.checks import fail, require_ok
+from parakit.controller.evidence import (
     CpuTally,
     graded_document,
     serial_cpu,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.checks import require_array, require_ok
+from parakit.controller.checks import require_array, require_ok
 from problems.matmul import random_pair
 
 SHAPES = {  # name: (m, k, n)

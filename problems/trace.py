@@ -114,7 +114,7 @@ def read(path: str | os.PathLike) -> list[Record]:
     """All records under the trace directory ``path``, in start order (torn lines skipped)."""
     records = []
     for file in sorted(Path(path).glob("trace-*.jsonl")):
-        try:  # never through a link: the graded code owns the folder (see grader.wire)
+        try:  # never through a link: the graded code owns the folder (see parakit.wire)
             fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             continue

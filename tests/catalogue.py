@@ -239,7 +239,7 @@ _ESCAPE = ("__import__('os').fork() == 0 and (__import__('os').setsid(), "
            " [__import__('sys').executable, '-c', 'import time; time.sleep(600)'], {}), "
            "__import__('os')._exit(0))")
 # What a cheat inside the child would patch: the runner's own checks and psutil.
-_PATCH_CHECKS = ("__import__('sys').modules['grader.wire'].digest = lambda value: ''; "
+_PATCH_CHECKS = ("__import__('sys').modules['parakit.wire'].digest = lambda value: ''; "
                  "__import__('psutil').Process.children = lambda self, recursive=False: []")
 _EXPLOIT_CLASS = '''
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from grader import proctree
+from parakit.controller import proctree
 
 KIT = Path(__file__).resolve().parent.parent
 LEFTOVER_NAMES = ("mpiexec", "hydra_pmi_proxy", "ipengine", "ipcontroller")
@@ -106,7 +106,7 @@ def leftover_processes() -> list[str]:
         except psutil.Error:
             continue
         if any(n in (proc.info["name"] or "") for n in LEFTOVER_NAMES) or \
-                "grader.child" in cmd or "ipyparallel.engine" in cmd or \
+                "parakit.worker.grade" in cmd or "ipyparallel.engine" in cmd or \
                 "ipyparallel.controller" in cmd:
             found.append(f"{proc.info['pid']} {cmd[:120]}")
     return found

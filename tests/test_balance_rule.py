@@ -1,4 +1,4 @@
-"""The Mandelbrot balance rule (``grader.balance``) on synthetic traces.
+"""The Mandelbrot balance rule (``parakit.controller.balance``) on synthetic traces.
 
 Each run is a run at P=4 on the grading spec: per worker, a list of (rows, start, end). The
 rule must pass an even static split and a dynamic schedule whose work the OS made uneven but
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader import balance
-from grader.evidence import Evidence
+from parakit.controller import balance
+from parakit.controller.evidence import Evidence
 from problems.mandelbrot import GRADING, block_rows, row_work
 from problems.trace import Record
 

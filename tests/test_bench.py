@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from grader import bench
-from grader.cli import parser
+from parakit import bench
+from parakit.cli import parser
 from tests.helpers import KIT, make_submission
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _bench(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grader.cli", "bench", "--out",
+    return subprocess.run([sys.executable, "-m", "parakit.cli", "bench", "--out",
                            str(tmp_path / "out"), "--repeat", "1", *args], cwd=KIT,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from grader import bundle, proctree, reports
+from parakit import bundle
+from parakit.controller import proctree, reports
 from tests.helpers import KIT, run_grader
 
 RUN_AUTOGRADER = KIT / "ci" / "gradescope" / "run_autograder"
@@ -239,7 +240,7 @@ def _step_script(name: str) -> str:
 def test_classroom_grades_from_a_grader_only_checkout_and_replaces_forged_results(tmp_path):
     text = WORKFLOW.read_text()
     assert text.count("persist-credentials: false") == 2  # no token left in a .git/config
-    keep, install = text.index("python -m grader.bundle ."), text.index("pip install -e ./kit")
+    keep, install = text.index("python -m parakit.bundle ."), text.index("pip install -e ./kit")
     assert keep < install < text.index("python -m pytest grader")
     # The checkout as actions/checkout leaves it, then the "Keep only the grader" step.
     kit = _copy_kit(tmp_path / "work" / "kit")
@@ -247,7 +248,7 @@ def test_classroom_grades_from_a_grader_only_checkout_and_replaces_forged_result
                     ignore=shutil.ignore_patterns("__pycache__"))
     (kit / ".git" / "objects").mkdir(parents=True)
     (kit / "tests").mkdir()
-    done = subprocess.run([sys.executable, "-m", "grader.bundle", "."], cwd=kit,
+    done = subprocess.run([sys.executable, "-m", "parakit.bundle", "."], cwd=kit,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert not {"reference", "tests", ".git"} & {p.name for p in kit.iterdir()}

@@ -13,7 +13,8 @@ from argparse import Namespace
 
 import psutil
 
-from grader import cli, proctree
+from parakit import cli
+from parakit.controller import proctree
 from tests.catalogue import Broken
 from tests.helpers import KIT, make_submission
 
@@ -27,8 +28,8 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
     assert not (dest / "grader" / "cli.py").exists()
     assert not list(dest.rglob("__pycache__"))
     pyproject = (dest / "pyproject.toml").read_text()
-    assert 'packages = ["problems", "student", "grader", "grader.bench"]' in pyproject
-    assert "grader.cli" not in pyproject
+    assert 'packages = ["problems", "student", "grader", "parakit.bench"]' in pyproject
+    assert "parakit.cli" not in pyproject
     workflow = (dest / ".github" / "workflows" / "classroom.yml").read_text()
     assert "KIT_REPO: course/kit" in workflow and "KIT_REF: v1" in workflow
     assert cli.main(["release", str(dest)]) == 2  # not over an existing release without --force
@@ -57,7 +58,7 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
     assert not [t for t in tests if t["name"].startswith("hidden/")]
 
     # The benchmark works in the release too: the student's stubs, and no kit contrasts.
-    bench = subprocess.run([python, "-m", "grader.bench", "matmul", "--size", "matmul=32",
+    bench = subprocess.run([python, "-m", "parakit.bench", "matmul", "--size", "matmul=32",
                             "--workers", "1", "--backends", "pool", "--repeat", "1",
                             "--out", str(tmp_path / "bench")], cwd=dest, capture_output=True,
                            text=True, env=clean, timeout=600)
@@ -77,7 +78,7 @@ def test_grade_writes_a_gradebook_and_survives_broken_submissions(tmp_path):
     for f in (KIT / "student").glob("*.py"):
         (repo / "student" / f.name).write_text(f.read_text())
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "grader.cli", "grade", str(good), str(broken),
+    proc = subprocess.run([sys.executable, "-m", "parakit.cli", "grade", str(good), str(broken),
                            str(repo), str(subs / "nobody"), "--out", str(out), "--jobs", "2",
                            "-k", "hello or (matmul and pool)"],
                           cwd=KIT, capture_output=True, text=True, timeout=600)

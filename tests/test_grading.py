@@ -54,7 +54,7 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
     import sys
     import time
 
-    from grader import proctree
+    from parakit.controller import proctree
 
     profile = tmp_path / "profile_user"
     env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
@@ -78,7 +78,7 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
             dirs = client[:].apply_sync(eval, "__import__('problems.trace').trace.directory()")
         assert dirs == [None, None]
         # The benchmark uses it the same way.
-        bench = subprocess.run([sys.executable, "-m", "grader.bench", "matmul", "--backends",
+        bench = subprocess.run([sys.executable, "-m", "parakit.bench", "matmul", "--backends",
                                 "ipp", "--size", "matmul=32", "--workers", "1,2", "--repeat",
                                 "1", "--ipp-connect", str(connection), "--no-contrasts",
                                 "--out", str(tmp_path / "bench")], capture_output=True,

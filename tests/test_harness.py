@@ -15,8 +15,11 @@ import numpy as np
 import psutil
 import pytest
 
-from grader import child, proctree, wire
-from grader.harness import KIT_ROOT, Runtime, Target, run_job
+from parakit import KIT_ROOT, backends, wire
+from parakit.controller import proctree
+from parakit.controller.jobs import run_job
+from parakit.controller.runtime import Runtime, Target
+from parakit.worker import grade as child
 from problems import trace
 
 
@@ -30,7 +33,8 @@ def _package(tmp_path: Path, source: str, name: str = "pkg") -> Target:
 def _runtime(target: Target, tmp_path: Path, timeout: float = 20) -> Runtime:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    return Runtime(target=target, timeout=timeout, mpiexec=("mpiexec",), workdir=work)
+    return Runtime(target=target, timeout=timeout, workdir=work,
+                   backends=backends.session(4, work))
 
 
 def test_target_resolves_names_and_paths(tmp_path):

@@ -13,10 +13,11 @@ points always agree with what the run printed. JUnit XML comes from pytest's own
 
 This module imports nothing of pytest, so the CLI can use it to write a report for a run that
 never got as far as pytest (an infrastructure error becomes a visible zero). The CI wrappers
-(``ci/gradescope/run_autograder``, ``ci/github-classroom.yml``) call ``python -m grader.reports
---pytest-exit N ...`` after pytest: a run that did not end with exit code 0 or 1 (killed, an
-internal or usage error, no test collected) has its reports replaced by a zero that says why,
-whatever file was found in their place (graded code may have written one).
+(``ci/gradescope/run_autograder``, ``ci/github-classroom.yml``) call
+``python -m parakit.controller.reports --pytest-exit N ...`` after pytest: a run that did not
+end with exit code 0 or 1 (killed, an internal or usage error, no test collected) has its
+reports replaced by a zero that says why, whatever file was found in their place (graded code
+may have written one).
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ def settle(pytest_exit: int, output: str = "", gradescope_path: str | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m grader.reports",
+        prog="python -m parakit.controller.reports",
         description="After a CI run of `pytest grader`: keep its reports if pytest ended "
                     "normally (exit code 0 or 1), else replace them by a zero-score report that "
                     "says why (the exit code and the end of pytest's output).")
@@ -249,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
     reason = settle(args.pytest_exit, output, args.grade_json, args.classroom_json)
     if reason:
-        print(f"grader.reports: reports replaced: {reason.splitlines()[0]}", file=sys.stderr)
+        print(f"parakit: reports replaced by a zero: {reason.splitlines()[0]}", file=sys.stderr)
     return 0
 
 

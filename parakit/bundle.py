@@ -1,7 +1,7 @@
 """Copies of the kit for places where graded code runs: no solutions, no kit tests, no history.
 
-``python -m grader.bundle DIR`` (standard library only, so it runs before the kit is installed)
-turns a copy of the instructor's kit into a grader-only one: it removes ``reference/``,
+``python -m parakit.bundle DIR`` (standard library only, so it runs before the kit is
+installed) turns a copy of the instructor's kit into a grader-only one: it removes ``reference/``,
 ``tests/``, ``benchmarks/`` and ``.git`` (whose objects hold the solutions too), and rewrites
 ``pyproject.toml`` to name only the packages that are left, so that ``pip install -e DIR``
 still works. The Gradescope bundle (``ci/gradescope/make_zip.sh``) and the GitHub Classroom
@@ -20,7 +20,7 @@ INSTRUCTOR_ONLY = ["reference", "tests", "benchmarks", ".git"]
 
 def prune_pyproject(dest: Path) -> None:
     """Name only the packages that ``dest`` has, and drop the instructor's console script when
-    its module (``grader/cli.py``) is not there."""
+    its package (``parakit/cli``) is not there."""
     path = Path(dest) / "pyproject.toml"
     text = path.read_text()
     line = re.compile(r"(?m)^packages\s*=\s*\[([^\]]*)\]")
@@ -31,8 +31,8 @@ def prune_pyproject(dest: Path) -> None:
     kept = [p for p in re.findall(r"[\"']([\w.]+)[\"']", found[0])
             if (Path(dest) / p.replace(".", "/") / "__init__.py").exists()]
     text = line.sub("packages = [" + ", ".join(f'"{p}"' for p in kept) + "]", text)
-    if not (Path(dest) / "grader" / "cli.py").exists():
-        text = re.sub(r"(?m)^parakit\s*=\s*\"grader\.cli:main\"\n", "", text)
+    if not (Path(dest) / "parakit" / "cli" / "__init__.py").exists():
+        text = re.sub(r"(?m)^parakit\s*=\s*\"parakit\.cli:main\"\n", "", text)
         text = re.sub(r"(?m)^\[project\.scripts\]\n(?=\s*(\[|$))", "", text)
     path.write_text(text)
 
@@ -59,13 +59,13 @@ def grader_only(dest: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m grader.bundle DIR   (make the kit copy DIR grader-only: no "
+        print("usage: python -m parakit.bundle DIR   (make the kit copy DIR grader-only: no "
               + ", ".join(INSTRUCTOR_ONLY) + ")", file=sys.stderr)
         return 2
     try:
         removed = grader_only(Path(args[0]))
     except (OSError, RuntimeError) as exc:
-        print(f"grader.bundle: {exc}", file=sys.stderr)
+        print(f"parakit.bundle: {exc}", file=sys.stderr)
         return 1
     print(f"grader-only kit in {args[0]}; removed: {', '.join(removed) or 'nothing'}")
     return 0

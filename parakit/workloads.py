@@ -1,7 +1,7 @@
 """The three benchmarked problems: their sizes, inputs, serial baselines and result checks.
 
-Used on both sides: the parent (``grader.bench``) parses sizes and prepares data; each child
-(``grader.bench.child``) builds the inputs, runs the serial baseline or a parallel function,
+Used on both sides: the parent (``parakit.bench``) parses sizes and prepares data; each child
+(``parakit.worker.bench``) builds the inputs, runs the serial baseline or a parallel function,
 and checks results against the serial one.
 """
 
@@ -95,19 +95,19 @@ WORKLOADS = {
 
 def expected_file(folder: str | os.PathLike, workload: str, size: str) -> Path:
     """Where the serial job leaves its result for the parallel jobs to compare with: data
-    (``grader.wire``), never a pickle, since graded code runs beside it and may write there."""
+    (``parakit.wire``), never a pickle, since graded code runs beside it and may write there."""
     return Path(folder, f"{workload}-{size.replace(':', '-')}.json")
 
 
 def store_expected(path: Path, result) -> None:
-    from grader import wire
+    from parakit import wire
 
     wire.write_json(path, wire.encode(result, path.with_suffix(".npy")))
 
 
 def load_expected(path: Path):
     """The stored serial result (``None`` if there is none); WireError if it is malformed."""
-    from grader import wire
+    from parakit import wire
 
     if not path.exists():
         return None

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.bench import report, workloads
+from parakit import workloads
+from parakit.bench import report
 from problems.mandelbrot import chunk_costs, imbalance, mandelbrot
 
 

@@ -1,6 +1,6 @@
 """What ``parakit bench`` says: speedups, tables, the comparisons, per-worker work from traces.
 
-``results`` throughout is the list of ``grader.bench.Measured`` rows of one run.
+``results`` throughout is the list of ``parakit.bench.Measured`` rows of one run.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """One benchmark job in a process of its own: one function, one worker count, every size.
 
-Started by ``grader.bench`` as ``python -m grader.bench.child JOB.json`` (serial, pool,
-ipyparallel) or ``mpiexec -n P python -m mpi4py -m grader.bench.child JOB.json`` (MPI), with
-BLAS and OpenMP pinned to one thread by the environment. It writes ``JOB.json``'s ``out``:
+Started by ``parakit.bench`` through its backend, as ``python -m parakit.worker.bench JOB.json``
+(serial, pool, ipyparallel) or ``mpiexec -n P python -m mpi4py -m parakit.worker.bench JOB.json``
+(MPI), with BLAS and OpenMP pinned to one thread by the environment. The function gets what it
+gets when graded (``parakit.worker.contexts``). It writes ``JOB.json``'s ``out``:
 
 - ``startup``: seconds spent before the first timed call, and what they were (interpreter,
   imports and ``MPI_Init`` under mpiexec; creating the pool; connecting to the cluster);
@@ -26,7 +27,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from grader.bench import workloads
+from parakit import workloads
+from parakit.worker import contexts
 from problems import trace
 
 
@@ -131,61 +133,33 @@ def run_serial(job: dict) -> None:
 
 
 def run_pool(job: dict) -> None:
-    import multiprocessing
-
     func, failed = loaded(job)  # before the pool: its workers inherit the imports
     begin = time.perf_counter()
-    with multiprocessing.Pool(job["workers"]) as pool:
+    with contexts.pool(job["workers"]) as pool:
         pool.map(abs, range(job["workers"]))  # the workers are up and answering
         startup = {"seconds": time.perf_counter() - begin, "what": "pool creation"}
         runs = measure(job, failed, lambda args: func(*args, pool))
     result = {"startup": startup, "runs": runs}
     if job.get("trace") and _worked(runs):
         # One more run on a pool that traces, to see which worker did which rows.
-        with multiprocessing.Pool(job["workers"], trace.set_directory, (job["trace"]["dir"],)) \
-                as pool:
+        with contexts.pool(job["workers"], trace.set_directory, (job["trace"]["dir"],)) as pool:
             func(*_trace_args(job), pool)
             result["workers"] = [p.pid for p in pool._pool]
     _write(job, result)
 
 
-def _engine_setup(paths: list[str], fresh: list[str], module: str | None) -> int:
-    """Run on each engine: the kit and the target importable, the target freshly imported
-    (``module``, so that the first timed call does not pay for it), tracing off (a cluster of
-    the user's may have been used by a grading session). Self-contained: as ``__main__``, this
-    module's functions reach the engines by value, without their globals."""
-    import importlib as _importlib
-    import os as _os
-    import sys as _sys
-
-    for entry in reversed(paths):
-        if entry not in _sys.path:
-            _sys.path.insert(0, entry)
-    for name in fresh:
-        _sys.modules.pop(name, None)
-    from problems import trace as _trace
-
-    _trace.set_directory(None)
-    if module:
-        _importlib.import_module(module)
-    return _os.getpid()
-
-
 def run_ipp(job: dict) -> None:
-    import ipyparallel as ipp
-
     begin = time.perf_counter()
-    client = ipp.Client(job["connection_file"], timeout=60)
-    try:
-        client.wait_for_engines(job["workers"], timeout=60)
-        targets = sorted(client.ids)[: job["workers"]]
+    with contexts.ipp_engines(job["connection_file"], job["workers"], 60) as (client, targets):
         package = Path(job["target_dir"]).name
         paths = [job["kit"], str(Path(job["target_dir"]).parent)]
         func, failed = loaded(job)
-        pids = client[targets].apply_sync(_engine_setup, paths, [module_name(job), package],
+        # The target freshly imported on the engines, so that the first timed call does not pay
+        # for it; tracing off (a cluster of the user's may have been used by a grading session).
+        pids = client[targets].apply_sync(contexts.engine_setup, paths,
+                                          [module_name(job), package], None, None,
                                           None if failed else module_name(job))
-        view = (client.load_balanced_view(targets) if job["variant"]["view"] == "balanced"
-                else client[targets])
+        view = contexts.ipp_view(client, targets, job["variant"]["view"] == "balanced")
         startup = {"seconds": time.perf_counter() - begin, "what": "connect, import"}
         runs = measure(job, failed, lambda args: func(*args, view))
         result = {"startup": startup, "runs": runs}
@@ -195,14 +169,10 @@ def run_ipp(job: dict) -> None:
             client[targets].apply_sync(trace.set_directory, None)
             result["workers"] = pids
         _write(job, result)
-    finally:
-        client.close()
 
 
 def run_mpi(job: dict) -> None:
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
+    comm = contexts.mpi_world()
     comm.Barrier()
     rank = comm.Get_rank()
     # From starting mpiexec to here: interpreters, imports, MPI_Init, the first barrier.

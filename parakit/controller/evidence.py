@@ -11,8 +11,8 @@ counts here only if
   of exactly the rows or documents it claims, and work units that agree with them.
 
 For pool and ipyparallel runs, the CPU time of each worker comes from the operating system
-(``grader.observe``): runs whose workers used far less CPU than the work takes did not run in
-them, whatever their trace says (:class:`CpuTally`).
+(``parakit.controller.observe``): runs whose workers used far less CPU than the work takes did
+not run in them, whatever their trace says (:class:`CpuTally`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from grader.harness import Outcome
+from parakit.controller.jobs import Outcome
 from problems.mandelbrot import Spec, row_work, serial_image, spec_digest
 from problems.mandelbrot import row_digests as mandelbrot_rows
 from problems.matmul import matrix_digest

@@ -1,9 +1,12 @@
-"""The grading session's ipyparallel cluster: started once, restarted when a test leaves an
-engine stuck, and always stopped (context manager plus an atexit backstop).
+"""ipyparallel: a view on P engines of a cluster the session starts once (or the user's own).
+
+The cluster is started on first use, restarted when a run leaves an engine stuck, and always
+stopped (``stop`` plus an atexit backstop).
 
 The grading process holds no client of the cluster once the engines are up: an ipyparallel
 client unpickles what engines send it, and the engines run graded code. Their namespaces are
-cleared by each graded child before its cases (``grader.child.run_ipp``). With ``--run-as`` the
+cleared by each graded child before its cases
+(``parakit.worker.grade.run_ipp``). With ``--run-as`` the
 engines run as that user (the controller, which runs no graded code, stays the grader's), and
 the client connection file is copied where that user can read it.
 
@@ -22,7 +25,9 @@ from pathlib import Path
 
 import psutil
 
-from grader import proctree
+from parakit.backends.base import Backend, BackendError
+from parakit.controller import observe, proctree
+from parakit.controller.runtime import child_env
 
 
 class SessionCluster:
@@ -53,7 +58,7 @@ class SessionCluster:
     def _user_connection(self) -> str:
         path = Path(self.user_file).expanduser()
         if not path.is_file():
-            raise RuntimeError(f"--ipp-connect {self.user_file}: no such connection file (start "
+            raise BackendError(f"--ipp-connect {self.user_file}: no such connection file (start "
                                "a cluster with `ipcluster start -n 4`; its file is "
                                "~/.ipython/profile_default/security/ipcontroller-client.json)")
         return str(path)
@@ -86,7 +91,7 @@ class SessionCluster:
             self._client.wait_for_engines(self.n, timeout=self.timeout)
         except Exception as exc:
             self.stop()
-            raise RuntimeError(f"the ipyparallel cluster did not start ({exc}); see the logs in "
+            raise BackendError(f"the ipyparallel cluster did not start ({exc}); see the logs in "
                                f"{ipython_dir}") from exc
         finally:  # no client of ours while engines run graded code (see the module's doc)
             client, self._client = self._client, None
@@ -102,11 +107,6 @@ class SessionCluster:
         self.start_seconds = time.perf_counter() - begin
         self.engines = _engine_processes()
         self.needs_restart = False
-
-    def reset(self) -> None:
-        """Between tests: nothing to do here. Each graded child clears the engines' namespaces
-        (``clear_engines`` in its job); a stuck engine fails that job, and the harness then
-        sets ``needs_restart``."""
 
     @property
     def owned(self) -> bool:
@@ -166,6 +166,66 @@ def as_user(cmd: list[str], uid: int, gid: int) -> list[str]:
 
 
 def _kit_pythonpath() -> str:
-    from grader.harness import child_env
-
     return child_env()["PYTHONPATH"]
+
+
+class Ipp(Backend):
+    """Runs on the session's cluster: the runner connects as a client and hands the graded
+    function a view (direct, or load-balanced with ``view="balanced"``)."""
+
+    name = "ipp"
+
+    def __init__(self, cluster: SessionCluster):
+        self.cluster = cluster
+
+    def start(self) -> dict:
+        # The runner clears the engines' namespaces (our own cluster only), not the grading
+        # process: it holds no client (see the module's doc).
+        return {"connection_file": self.cluster.connection_file(),
+                "clear_engines": self.cluster.owned}
+
+    @property
+    def engines(self) -> tuple[int, ...]:
+        return tuple(self.cluster.engines)
+
+    def observer(self, child: proctree.Child, jobdir: Path, workers: int) -> observe.Observer:
+        return EngineObserver(child, jobdir, self.engines)
+
+    def failed(self) -> None:
+        self.cluster.needs_restart = True  # an engine may still be busy with the stuck task
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+class EngineObserver(observe.Observer):
+    """The session's engines and the CPU time each spent between ``ready-{i}`` and the result
+    (a user's cluster: no engines known, no credit)."""
+
+    def __init__(self, child: proctree.Child, jobdir: Path, engines: tuple[int, ...]):
+        super().__init__(child, jobdir)
+        self.engines = {pid: f"engine (pid {pid})" for pid in engines}
+        self._start: dict[int, float] = {}
+
+    def case_started(self) -> None:
+        self._start = {pid: cpu for pid, cpu in self._engine_cpu().items()}
+
+    def _engine_cpu(self) -> dict[int, float]:
+        cpu = {}
+        for pid in self.engines:
+            try:
+                seconds = observe.cpu_seconds(psutil.Process(pid))
+            except psutil.Error:
+                seconds = None
+            if seconds is not None:
+                cpu[pid] = seconds
+        return cpu
+
+    def finish_case(self) -> observe.Seen:
+        self.current.workers = dict(self.engines)
+        now = self._engine_cpu()
+        self.current.cpu = {pid: now[pid] - start for pid, start in self._start.items()
+                            if pid in now}
+        self.set_caller_cpu(self.caller())
+        self._start = {}
+        return super().finish_case()

@@ -228,7 +228,7 @@ class Child:
     def dump_stacks(self, also: Iterable[int] = (), wait: float = 0.5) -> None:
         """Ask every process of the job that registered a stack file in ``outdir`` to write
         its stack: each MPI rank and pool worker (the child's tree), the engines ``also`` and
-        any ipyparallel engine (a user's cluster; see ``grader.child.watch_stacks``). A file
+        any ipyparallel engine (a user's cluster; see ``parakit.worker.grade.watch_stacks``). A file
         names its process, and graded code could name any: no other process is signalled
         (SIGUSR1 ends one without a handler)."""
         ours = {p.pid for p in self.tree()} | set(also)

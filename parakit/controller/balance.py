@@ -27,7 +27,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from grader.evidence import Evidence
+from parakit.controller.evidence import Evidence
 from problems.mandelbrot import Spec, row_work
 
 WAIT_MAX = 0.35  # longest wait of a worker while others compute, as a share of the span

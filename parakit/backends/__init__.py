@@ -1,0 +1,32 @@
+"""The backends, one module each behind one interface (``base.Backend``): ``mpi``, ``ipp``,
+``pool`` and ``plain`` (serial functions). Grading and the bench both get theirs here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from parakit.backends.base import Backend, BackendError
+from parakit.backends.ipp import Ipp, SessionCluster
+from parakit.backends.mpi import Mpi
+from parakit.backends.pool import Pool
+
+__all__ = ["Backend", "BackendError", "session", "stop_all"]
+
+
+def session(workers: int, workdir: Path, mpiexec: str | None = None,
+            ipp_connect: str | None = None, run_as: tuple[int, int] | None = None
+            ) -> dict[str, Backend]:
+    """Every backend of one session, by name; nothing starts until a run needs it.
+
+    ``workers`` is the largest worker count (the cluster's size), ``workdir`` where the cluster
+    keeps its files, ``mpiexec`` a launch command, ``ipp_connect`` the connection file of the
+    user's own cluster, ``run_as`` the (uid, gid) graded code runs as.
+    """
+    cluster = SessionCluster(workers, workdir, ipp_connect, run_as=run_as)
+    return {"mpi": Mpi(mpiexec), "ipp": Ipp(cluster), "pool": Pool(), "plain": Backend()}
+
+
+def stop_all(backends: dict[str, Backend]) -> None:
+    """Stop every backend (each sweeps what it started)."""
+    for backend in backends.values():
+        backend.stop()

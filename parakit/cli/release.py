@@ -1,0 +1,46 @@
+"""``parakit release DEST``: the student distribution, installable with ``pip install -e DEST``:
+no reference solutions, no hidden or kit tests, no instructor commands."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from parakit import KIT_ROOT as KIT
+from parakit import bundle
+
+RELEASED = ["problems", "student", "grader", "parakit", "docs", "conftest.py",
+            "pyproject.toml", "README.md", ".gitignore"]
+WORKFLOW = KIT / "ci" / "github-classroom.yml"
+
+
+def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = "") -> Path:
+    """Copy the student distribution to ``dest``; return it."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        if not force:
+            raise FileExistsError(f"{dest} exists and is not empty (use --force to replace it)")
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in RELEASED:
+        src = KIT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    shutil.rmtree(dest / "parakit" / "cli", ignore_errors=True)  # instructor commands stay home
+    bundle.prune_pyproject(dest)  # only the packages it has, no instructor script
+    if WORKFLOW.exists():
+        text = WORKFLOW.read_text()
+        if kit_repo:
+            text = text.replace("INSTRUCTOR/parakit-instructor", kit_repo)
+        if kit_ref:
+            text = re.sub(r"(KIT_REF: ).*", rf"\g<1>{kit_ref}", text, count=1)
+        workflow = dest / ".github" / "workflows" / "classroom.yml"
+        workflow.parent.mkdir(parents=True, exist_ok=True)
+        workflow.write_text(text)
+    return dest
+
+

@@ -1,0 +1,96 @@
+"""The grader tests' entry point: graded calls and programs on any backend, cached per session.
+
+Tests that share a run (one test per matrix shape, all shapes run in one child per worker
+count) ask for the same key and get the same outcomes; a function that hung once is not run
+again in the session.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from parakit.controller import diagnose, proctree
+from parakit.controller.jobs import CRASHED, TIMEOUT, Outcome, run_job
+from parakit.controller.runtime import Runtime, child_env, hand_over, read_job_file
+from parakit.worker import MISSING_MODULE, NOT_IMPLEMENTED, OK
+
+
+def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
+    """Run the target's ``module`` as a program under mpiexec; the value is its stdout."""
+    if not (rt.target.directory / f"{module}.py").is_file():
+        return Outcome(MISSING_MODULE, f"{rt.target.display}/{module}.py does not exist")
+    jobdir = Path(tempfile.mkdtemp(prefix=f"run-{module}-", dir=rt.workdir))
+    cmd = rt.backends["mpi"].program(f"{rt.target.package}.{module}", ranks)
+    env = child_env({"PYTHONPATH": os.pathsep.join([str(rt.target.directory.parent),
+                                                    child_env()["PYTHONPATH"]]),
+                     "MPIEXEC_TIMEOUT": str(int(rt.timeout + 30))})
+    # Unbuffered, print() writes the text and the newline separately and mpiexec may glue
+    # lines of different ranks together; buffered, each flushed line is one write.
+    env.pop("PYTHONUNBUFFERED")
+    hand_over(jobdir, rt.run_as)
+    child = proctree.Child(cmd, env, cwd=jobdir, outdir=jobdir, output_limit=rt.limits.output,
+                           user=rt.run_as)
+    code = child.wait(rt.timeout)
+    child.stop()
+    stdout = read_job_file(jobdir / "stdout.txt")
+    shown = f"mpiexec -n {ranks} python -m {rt.target.package}.{module}"
+    if code is None:
+        return Outcome(TIMEOUT, f"`{shown}` did not finish within {rt.timeout:g} s",
+                       details=child.output("stderr"))
+    if code != 0:
+        err = child.output("stderr")
+        stub = diagnose.stub_in_traceback(err, rt.target)
+        if stub:
+            return Outcome(NOT_IMPLEMENTED, f"not implemented yet: {stub}")
+        return Outcome(CRASHED, f"`{shown}` failed with exit code {code}", values={0: stdout},
+                       details=err)
+    return Outcome(OK, values={0: stdout})
+
+
+class Grading:
+    """Runs jobs on any backend of the session and caches their outcomes."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self._cache: dict[tuple, list[Outcome]] = {}
+        self._hung: dict[tuple, str] = {}  # (backend, module, function) -> what hung
+
+    def run(self, backend: str, module: str, function: str, cases: list[dict], workers: int,
+            key: tuple | None = None, **extra: Any) -> list[Outcome]:
+        """Outcomes of ``function`` on ``cases``; with ``key``, computed once per session."""
+        full_key = (backend, module, function, workers, key, tuple(sorted(extra.items())))
+        if key is not None and full_key in self._cache:
+            return self._cache[full_key]
+        hung = self._hung.get((backend, module, function))
+        if hung:  # one hang per function per session: the next would most likely hang too
+            return [Outcome(TIMEOUT, f"not run: {hung}") for _ in cases]
+        outcomes = run_job(self.rt, backend, module, function, cases, workers, **extra)
+        timeouts = [o for o in outcomes if o.status == TIMEOUT and not o.message.startswith("not")]
+        if timeouts:
+            self._hung[(backend, module, function)] = (
+                f"{function} hung with {workers} workers earlier in this run "
+                f"({timeouts[0].message.splitlines()[0]})")
+        if key is not None:
+            self._cache[full_key] = outcomes
+        return outcomes
+
+    def run_module(self, module: str, ranks: int) -> Outcome:
+        """The target's module run as a program under mpiexec (cached)."""
+        key = ("program", module, ranks)
+        if key not in self._cache:
+            hung = self._hung.get(("program", module))
+            unavailable = self.rt.backends["mpi"].unavailable
+            if unavailable:
+                self._cache[key] = [Outcome(CRASHED, unavailable)]
+            elif hung:  # as for functions: one hang per program and session
+                self._cache[key] = [Outcome(TIMEOUT, f"not run: {hung}")]
+            else:
+                outcome = run_module(self.rt, module, ranks)
+                if outcome.status == TIMEOUT:
+                    self._hung[("program", module)] = (f"it hung with {ranks} processes earlier "
+                                                       f"in this run ({outcome.message})")
+                self._cache[key] = [outcome]
+        return self._cache[key][0]

@@ -1,0 +1,298 @@
+"""Run graded code in isolated children and bring back one :class:`Outcome` per case.
+
+A *job* is one graded function with a list of *cases* (argument tuples). The job runs in one
+child (``parakit.worker.grade``), launched by its backend, so that the start-up cost (mpiexec,
+a pool, a cluster connection) is paid once, yet every case keeps its own verdict: the job
+watches the result files appear, gives each case its own timeout, and when a case hangs or
+crashes the child, it records that case's failure, kills the whole process tree, and starts a
+new child for the cases after it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parakit import wire
+from parakit.backends.base import Backend, BackendError
+from parakit.controller import diagnose, observe, proctree
+from parakit.controller.runtime import Runtime, child_env, hand_over
+from parakit.worker import (
+    ERROR,
+    IMPORT_ERROR,
+    LEAKED,
+    LIMIT,
+    MISSING_FUNCTION,
+    MISSING_MODULE,
+    NOT_IMPLEMENTED,
+    OK,
+    RUNNER_ABORT,
+)
+from problems import trace
+
+TIMEOUT, CRASHED = "timeout", "crashed"
+# Failures that will repeat identically for every later case: no point restarting for them.
+FINAL = {NOT_IMPLEMENTED, MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR}
+RUNNER = "parakit.worker.grade"
+_POLL = 0.005  # seconds between looks at a running child
+
+
+@dataclass
+class Outcome:
+    """What one case of a graded call produced."""
+
+    status: str  # ok, not_implemented, error, missing_*, import_error, crashed, timeout
+    message: str = ""
+    values: dict[int, Any] = field(default_factory=dict)  # rank (0 for pool/ipp) -> value
+    pids: dict[int, int] = field(default_factory=dict)  # rank -> pid (0: the calling process)
+    records: list[trace.Record] = field(default_factory=list)
+    details: str = ""  # traceback, stacks, output tail: what a student needs to dig in
+    seconds: float = 0.0
+    seen: observe.Seen = field(default_factory=lambda: observe.Seen())  # from outside
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def value(self) -> Any:
+        return self.values.get(0)
+
+
+class Job:
+    """One graded function over a list of cases, run in as few children as possible."""
+
+    def __init__(self, rt: Runtime, backend: Backend, module: str, function: str,
+                 cases: list[dict], workers: int, **extra: Any):
+        self.rt, self.backend, self.workers = rt, backend, workers
+        self.mpi = backend.name == "mpi"  # ranks that abort together; MPICH's clues
+        self.spec = {"backend": backend.name, "module": module, "function": function,
+                     "workers": workers, "target_dir": str(rt.target.directory),
+                     "package": rt.target.package, "display": rt.target.display,
+                     "connect_timeout": rt.connect_timeout,
+                     "memory_limit": rt.limits.memory, "cpu_limit": rt.limits.cpu, **extra}
+        self.cases = cases
+        self.ranks = backend.result_ranks(workers)
+
+    def run(self) -> list[Outcome]:
+        """One outcome per case: a case that fails hard ends its child, the next starts anew."""
+        outcomes: list[Outcome] = []
+        while len(outcomes) < len(self.cases):
+            first = len(outcomes)
+            outcomes.extend(self._run_child(first))
+            last = outcomes[-1]
+            rest = len(self.cases) - len(outcomes)
+            if last.status in FINAL:  # the same for every case: do not restart
+                outcomes.extend(Outcome(last.status, last.message, details=last.details)
+                                for _ in range(rest))
+            elif last.status == TIMEOUT:  # a hang costs one timeout per job, not one per case
+                first_line = last.message.splitlines()[0]
+                outcomes.extend(Outcome(TIMEOUT, f"not run: {first_line} on an earlier case "
+                                        "of the same run") for _ in range(rest))
+        return outcomes
+
+    def _run_child(self, first: int) -> list[Outcome]:
+        """Run cases ``first...`` in one child until they finish or one of them fails hard."""
+        jobdir = Path(tempfile.mkdtemp(prefix=f"{self.backend.name}-{self.spec['function']}-",
+                                       dir=self.rt.workdir))
+        cases = self.cases[first:]
+        for i in range(len(cases)):
+            (jobdir / f"trace-{i}").mkdir()
+        sent = [{**case, "args": wire.store_arguments(tuple(case["args"]), i, jobdir)}
+                for i, case in enumerate(cases)]
+        (jobdir / "job.pkl").write_bytes(pickle.dumps({**self.spec, "cases": sent}))
+        hand_over(jobdir, self.rt.run_as)
+        env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30))})
+        command = self.backend.command(["-m", RUNNER, str(jobdir)], self.workers)
+        child = proctree.Child(command, env, cwd=jobdir, outdir=jobdir,
+                               output_limit=self.rt.limits.output, user=self.rt.run_as)
+        watch = self.backend.observer(child, jobdir, self.workers)
+        outcomes: list[Outcome] = []
+        deadline = time.monotonic() + self.rt.timeout
+        case_start = time.monotonic()
+        while len(outcomes) < len(cases):
+            watch.poll(len(outcomes))
+            done = self._collect(jobdir, len(outcomes), cases[len(outcomes)], child)
+            if done is not None:
+                done.seen = watch.finish_case()
+                if done.seen.ranks:  # the ranks' pids as the launcher numbered them
+                    done.pids = dict(done.seen.ranks)
+                done.seconds = time.monotonic() - case_start
+                if self.mpi and done.status == ERROR:
+                    done = self._aborted_elsewhere(child, done)
+                outcomes.append(done)
+                deadline = time.monotonic() + self.rt.timeout
+                case_start = time.monotonic()
+                if not done.ok and (done.status in FINAL or self.mpi):
+                    break  # an MPI job aborts after a failed case; a final failure repeats
+                continue
+            code = child.popen.poll()
+            if code is not None:
+                child.stop()  # let the output capture finish before reading it
+                done = self._collect(jobdir, len(outcomes), cases[len(outcomes)], child) or \
+                    self._crashed(child, jobdir, len(outcomes), code)
+                outcomes.append(done)
+                break
+            if time.monotonic() > deadline:
+                child.dump_stacks(also=self.backend.engines)
+                outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
+                break
+            time.sleep(_POLL)
+        # Leftovers are judged only after an orderly end: after a hang or a crash the job's
+        # own processes (stuck pool workers, aborting ranks) are still being torn down.
+        orderly = bool(outcomes) and outcomes[-1].status not in (TIMEOUT, CRASHED) and \
+            (not self.mpi or outcomes[-1].ok)
+        left = self._leftovers(child) if orderly else []
+        child.stop()  # with every process that appeared below the grader since it started
+        if left:
+            self._fail_leaked(outcomes, left)
+        note = child.note_truncation()
+        if note and outcomes:
+            outcomes[-1].details = (outcomes[-1].details + "\n" + note).strip()
+        return outcomes
+
+    def _collect(self, jobdir: Path, i: int, case: dict, child: proctree.Child) -> Outcome | None:
+        """The outcome of case ``i`` once its result files are there (all ranks, or a failure).
+
+        Results are read as data only (``parakit.wire``); anything unreadable is the graded
+        call's failure. The inputs are checked here, from outside the graded process.
+        """
+        files = [jobdir / f"result-{i}-{r}.json" for r in range(self.ranks)]
+        results = {}
+        for r, f in enumerate(files):
+            if f.exists():
+                try:
+                    results[r] = _checked_record(wire.read_json(f), r)
+                except wire.WireError as exc:
+                    return Outcome(ERROR, f"{self.spec['function']}: the grader cannot read "
+                                          f"its result: {exc}")
+        # A failed rank aborts the whole MPI job, so its result alone settles the case.
+        failed = [res for res in results.values() if res["status"] != OK]
+        if len(results) < self.ranks and not failed:
+            return None
+        records = trace.read(jobdir / f"trace-{i}")
+        if failed:
+            bad = min(failed, key=lambda res: res["rank"])
+            where = f" on rank {bad['rank']}" if self.ranks > 1 else ""
+            details = str(bad.get("traceback", ""))
+            if bad["status"] in FINAL:
+                message = str(bad["message"])
+            elif bad["status"] == LIMIT or bad.get("unsupported"):
+                message = f"{self.spec['function']}{where} {bad['message']}"
+            else:
+                message = f"{self.spec['function']} raised {bad['message']}{where}"
+            return Outcome(bad["status"], message, records=records, details=details)
+        changed = self._changed_inputs(case, i, jobdir, results)
+        if changed:
+            return Outcome(ERROR, f"{self.spec['function']} {changed}", records=records)
+        try:
+            values = {r: wire.decode(res.get("value"), jobdir) for r, res in results.items()}
+        except wire.WireError as exc:
+            return Outcome(ERROR, f"{self.spec['function']} returned a value the grader cannot "
+                                  f"read: {exc}", records=records)
+        if self.mpi:
+            pids = {r: res["pid"] for r, res in results.items()}
+        else:  # the process the harness started runs the call: known from outside
+            pids = {0: child.popen.pid}
+        return Outcome(OK, values=values, pids=pids, records=records)
+
+    def _aborted_elsewhere(self, child: proctree.Child, failed: Outcome) -> Outcome:
+        """A rank that raised an MPI error may only be the echo of another rank's MPI_Abort
+        (a collective broken by the abort): then the abort is the cause to report."""
+        if "MPI" not in failed.message or child.wait(2.0) is None:
+            return failed
+        child.stop()  # the output capture is complete once the tree is gone
+        said = child.output("stdout") + "\n" + child.output("stderr")
+        theirs = [m for m in diagnose.ABORT.finditer(said) if int(m["code"]) != RUNNER_ABORT]
+        if not theirs:  # only the runner's own abort after the error: the error is the cause
+            return failed
+        message = (f"{self.spec['function']} did not return: rank {theirs[0]['rank']} called "
+                   f"MPI_Abort (error code {theirs[0]['code']})")
+        return Outcome(CRASHED, message, records=failed.records,
+                       details=diagnose.output_section(child), seen=failed.seen)
+
+    def _changed_inputs(self, case: dict, i: int, jobdir: Path, results: dict) -> str:
+        """What the call changed in its inputs ('' if nothing): array arguments from the files
+        the harness reads itself, the others from the digests the runner sends back."""
+        args = tuple(case["args"])
+        changed = wire.changed_arguments(args, i, jobdir)
+        ranks = results if case.get("everywhere") else {0: results.get(0, {})}
+        for res in ranks.values():
+            digests = res.get("arg_digests") or []
+            changed += [j for j, (arg, got) in enumerate(zip(args, digests, strict=False))
+                        if got is not None and got != wire.digest(arg)]
+        if not changed:
+            return ""
+        j = min(changed)
+        return (f"modified its input argument {j + 1} ({type(args[j]).__name__}) in place; "
+                "work on a copy, the caller's data must stay as it was")
+
+    def _leftovers(self, child: proctree.Child) -> list[str]:
+        """Processes the graded code started and left running ("pid cmdline"), found from
+        outside: the child's tree, new descendants of the grader (orphans come back here, see
+        proctree.become_subreaper) and processes carrying its tag, less the child's own."""
+        own = child.own_processes(levels=self.backend.launcher_levels)
+        return [proctree.describe(p) for p in child.tree() if p.pid not in own]
+
+    def _fail_leaked(self, outcomes: list[Outcome], left: list[str]) -> None:
+        """Every case of the run that returned fails: a process of the graded code outlived it
+        (which case started it cannot be told from outside)."""
+        shown = "; ".join(left[:3])
+        message = (f"{self.spec['function']} left {len(left)} process(es) running after it "
+                   f"returned ({shown}): join or terminate every process you start")
+        for i, outcome in enumerate(outcomes):
+            if outcome.ok:
+                outcomes[i] = Outcome(LEAKED, message, records=outcome.records,
+                                      seconds=outcome.seconds)
+
+    def _crashed(self, child: proctree.Child, jobdir: Path, i: int, code: int) -> Outcome:
+        said = child.output("stdout") + "\n" + child.output("stderr")  # mpiexec uses both
+        why = diagnose.describe_death(code, said, self.rt.target, self.rt.limits.cpu, self.mpi)
+        msg = f"{self.spec['function']} did not return: {why}"
+        return Outcome(CRASHED, msg, records=trace.read(jobdir / f"trace-{i}"),
+                       details=diagnose.output_section(child))
+
+    def _timed_out(self, child: proctree.Child, jobdir: Path, i: int) -> Outcome:
+        stacks = diagnose.read_stacks(jobdir, self.rt.target)
+        msg = f"{self.spec['function']} did not finish within {self.rt.timeout:g} s (timeout)"
+        if stacks:
+            msg += "\nwhere each process was when it was stopped:\n" + stacks
+        return Outcome(TIMEOUT, msg, records=trace.read(jobdir / f"trace-{i}"),
+                       details=diagnose.output_section(child))
+
+
+def _checked_record(data: dict, rank: int) -> dict:
+    """A result record with the fields the harness relies on, of the right types."""
+    status = data.get("status")
+    if not isinstance(status, str):
+        raise wire.WireError("the result has no status")
+    record = {"status": status, "rank": rank,
+              "message": str(data.get("message", ""))[:20000],
+              "traceback": str(data.get("traceback", ""))[:20000],
+              "unsupported": bool(data.get("unsupported", False)),
+              "value": data.get("value"),
+              "pid": data.get("pid") if isinstance(data.get("pid"), int) else -1}
+    digests = data.get("arg_digests")
+    record["arg_digests"] = [d if isinstance(d, str) else None for d in digests] \
+        if isinstance(digests, list) else []
+    return record
+
+
+def run_job(rt: Runtime, backend: str, module: str, function: str, cases: list[dict],
+            workers: int, **extra: Any) -> list[Outcome]:
+    """Run ``function`` of the target's ``module`` on every case with ``workers`` workers of
+    ``backend`` (a name of ``rt.backends``); one Outcome per case. The backend is started
+    first; if it cannot be, every case fails with the reason."""
+    chosen = rt.backends[backend]
+    try:
+        extra = {**chosen.start(), **extra}
+    except BackendError as exc:
+        return [Outcome(CRASHED, str(exc)) for _ in cases]
+    outcomes = Job(rt, chosen, module, function, cases, workers, **extra).run()
+    if any(o.status in (TIMEOUT, CRASHED) for o in outcomes):
+        chosen.failed()
+    return outcomes

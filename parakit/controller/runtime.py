@@ -1,0 +1,127 @@
+"""What every graded run needs, resolved once per session: the target, the limits, the
+backends, and the environment of every process the controller starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from parakit import KIT_ROOT, wire
+from problems import trace
+
+if TYPE_CHECKING:
+    from parakit.backends.base import Backend
+
+@dataclass(frozen=True)
+class Target:
+    """The graded package: a directory of modules named like ``student/``."""
+
+    directory: Path
+    package: str  # import name: the directory's name
+    display: str  # how messages name it, e.g. "student"
+
+    @classmethod
+    def resolve(cls, spec: str, root: Path = KIT_ROOT) -> Target:
+        """``student``, ``reference`` or a path to a directory; ValueError says what is wrong."""
+        path = Path(spec).expanduser()
+        if spec in ("student", "reference") and not path.exists():
+            path = root / spec
+        if not path.is_dir():
+            raise ValueError(f"--target {spec}: no such directory (expected student, reference "
+                             "or the path of a directory holding hello.py, matmul.py, ...)")
+        path = path.resolve()
+        if not path.name.isidentifier():
+            raise ValueError(f"--target {spec}: the directory name {path.name!r} is not a valid "
+                             "Python package name; rename it (e.g. submission_1)")
+        if path.name in ("problems", "grader", "parakit", "tests") \
+                or path.name in sys.stdlib_module_names:
+            raise ValueError(f"--target {spec}: the directory name {path.name!r} would shadow "
+                             "another module; rename it (e.g. submission)")
+        clash = _installed_elsewhere(path)
+        if clash:
+            raise ValueError(f"--target {spec}: the directory name {path.name!r} is also the "
+                             f"name of an installed package ({clash}); the graded code would "
+                             f"import your folder in its place (or the other way round): "
+                             "rename the directory (e.g. submission)")
+        display = spec.rstrip("/") if not Path(spec).is_absolute() else str(path)
+        return cls(path, path.name, display)
+
+
+def _installed_elsewhere(path: Path) -> str:
+    """Where a module named like the target is installed, if not the target itself ('' if
+    none). The kit's own student/ and reference/ may be shadowed: the child never imports them.
+    """
+    if path.name in ("student", "reference"):
+        return ""
+    try:
+        spec = importlib.util.find_spec(path.name)
+    except (ImportError, ValueError):
+        return ""
+    if spec is None:
+        return ""
+    where = spec.origin if spec.origin not in (None, "namespace") else \
+        next(iter(spec.submodule_search_locations or []), None)
+    if where is None or Path(where).resolve().is_relative_to(path):
+        return ""
+    return str(where)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What every graded run needs, resolved once per session by the plugin."""
+
+    target: Target
+    timeout: float  # seconds per case
+    workdir: Path  # where job directories go
+    backends: Mapping[str, Backend]  # by name: mpi, ipp, pool, plain (parakit.backends)
+    connect_timeout: float = 60.0
+    limits: Limits = field(default_factory=lambda: Limits())
+    run_as: tuple[int, int] | None = None  # uid, gid of graded processes (--run-as); None: ours
+
+
+def hand_over(jobdir: Path, run_as: tuple[int, int] | None) -> None:
+    """Give a new job folder and all in it to the ``--run-as`` user, before any graded process
+    starts: graded code works on its arguments and writes its results and traces there, and
+    nowhere else of ours."""
+    if run_as is not None:
+        for path in [jobdir, *jobdir.rglob("*")]:
+            os.lchown(path, *run_as)
+
+
+def read_job_file(path: Path) -> str:
+    """A text file of a job folder ('' if there is none that may be read): graded code could
+    have replaced it, so never through a link (``parakit.wire.read_untrusted``)."""
+    try:
+        return wire.read_untrusted(path).decode(errors="replace")
+    except (OSError, wire.WireError):
+        return ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of every graded process (0: no limit)."""
+
+    memory: int = 2 << 30  # bytes of address space per process (RLIMIT_AS)
+    cpu: int = 300  # CPU seconds per process (RLIMIT_CPU)
+    output: int = 1 << 20  # bytes of stdout and of stderr kept per child
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every graded child: one BLAS/OpenMP thread, unbuffered, headless."""
+    env = dict(os.environ)
+    pythonpath = [str(KIT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env.update({
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+        "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", "MPLBACKEND": "Agg",
+    })
+    env.pop(trace.ENV_VAR, None)
+    env.update(extra or {})
+    return env
+
+

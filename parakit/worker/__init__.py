@@ -1,0 +1,58 @@
+"""The worker side: code that runs inside graded processes, started by the controller.
+
+``parakit.worker.grade`` runs a graded function over a job's cases, ``parakit.worker.bench``
+times one; both open their backend's context (an MPI communicator, a pool, an ipyparallel view)
+through ``parakit.worker.contexts``. Nothing here imports the controller side (pytest, the
+plugin, the jobs): graded code runs in these processes, so what they report is data for the
+controller to check, never a verdict (docs/architecture.md).
+
+This module holds what both runners share: the statuses a result can carry, resource limits,
+stack dumps on SIGUSR1 and the marks that tell the controller where a run is.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+# Statuses a result file can carry (the controller adds "crashed" and "timeout").
+OK, NOT_IMPLEMENTED, ERROR = "ok", "not_implemented", "error"
+MISSING_MODULE, MISSING_FUNCTION = "missing_module", "missing_function"
+IMPORT_ERROR = "import_error"
+LIMIT, LEAKED = "limit", "leaked"  # a resource limit was hit; processes were left running
+RUNNER_ABORT = 86  # the error code of the runner's own MPI_Abort after a failed case
+_stack_files: list = []  # keep the faulthandler files open for the life of the process
+
+
+def watch_stacks(jobdir: str | os.PathLike, label: str) -> None:
+    """Dump this process's stack to ``jobdir/stack-{pid}.txt`` when it receives SIGUSR1, so
+    that the controller can say where a hung run was before it kills it."""
+    path = Path(jobdir, f"stack-{os.getpid()}.txt")
+    file = open(path, "w")  # noqa: SIM115  (must stay open: faulthandler writes to its fd)
+    file.write(f"{label}\n")
+    file.flush()
+    _stack_files.append(file)
+    faulthandler.register(signal.SIGUSR1, file=file, all_threads=False)
+
+
+def apply_limits(memory: int = 0, cpu: int = 0) -> None:
+    """Memory (address space, bytes) and CPU-time (seconds) limits for this process and all it
+    starts; 0: no limit."""
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    if cpu:
+        # SIGXCPU at the soft limit (reported as such), SIGKILL a little later
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+
+
+def mark(jobdir: str | os.PathLike, name: str, wait_for: str = "", timeout: float = 10.0) -> None:
+    """Tell the controller where the run is (``parakit.controller.observe``): create
+    ``jobdir/name``; optionally wait (at most ``timeout`` s) for its answer ``wait_for``."""
+    Path(jobdir, name).touch()
+    deadline = time.monotonic() + timeout
+    while wait_for and not Path(jobdir, wait_for).exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
