@@ -6,8 +6,8 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
   worker count;
 - ``test_mandelbrot_trace``: from the work trace (records bound to the graded spec and rows,
   from processes the grader knows, see ``controller.evidence``): every row ran exactly
-  once, in a worker; for pool and ipyparallel the calling process computed nothing, by its trace and by
-  the CPU time the operating system measured; a chunked version gave each worker one
+  once, in a worker; for pool and ipyparallel the calling process computed nothing, by its
+  trace and by the CPU time the operating system measured; a chunked version gave each worker one
   contiguous ``array_split`` block;
 - ``test_mandelbrot_balance`` (balanced only): on ``GRADING`` at P=4 over ``REPEATS`` runs
   (``REPEATS`` more if they do not pass), the rule of ``parakit.controller.balance``: no
@@ -15,15 +15,14 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
   docs/mandelbrot.md has the measured distributions behind it.
 
 All specs and repeats of one function and worker count run in one child (``Grading`` caches it).
-The analysis functions are plain functions; they run in a child of their own too.
+The analysis functions (costs, imbalance, pixel times, the plot) are graded in
+``test_mandelbrot_analysis.py``.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,136 +284,3 @@ def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], worker
 
 def _values(values) -> str:
     return ", ".join(f"{v:.2f}" for v in values)
-
-
-# -- analysis: plain functions, each run in a child of its own -------------------------------
-
-def _call(grading, function: str, cases: list[tuple]) -> list[Outcome]:
-    """Outcomes of a plain function (no pool, view or comm), called in a child process."""
-    return grading.run("plain", "mandelbrot", function, [{"args": args} for args in cases], 1,
-                       key="analysis")
-
-
-_rng = np.random.default_rng(3)
-COST_INPUTS = [  # (pixel costs, nchunks)
-    (row_work(GRADING)[:, None] / 150 + np.zeros((1, 150)), 4),
-    (_rng.integers(0, 1000, (100, 150)).astype(float), 3),
-    (_rng.integers(0, 1000, (37, 11)).astype(float), 4),  # 37 rows: blocks 10, 9, 9, 9
-    (_rng.random((37, 11)) * 1e-5, 5),
-    (_rng.random((10, 3)), 10),  # one row per block
-    (_rng.random((23, 4)), 1),
-]
-IMBALANCE_INPUTS = [[1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 6.0], [5.0], [0.1, 0.3],
-                    list(_rng.random(7) + 0.5)]
-
-
-@pytest.mark.points(1)
-def test_mandelbrot_chunk_costs(grading):
-    """chunk_costs sums pixel costs over the numpy.array_split row blocks."""
-    outcomes = _call(grading, "chunk_costs", COST_INPUTS)
-    for (costs, nchunks), outcome in zip(COST_INPUTS, outcomes, strict=True):
-        h, w = costs.shape
-        context = f"chunk_costs(pixel_costs of shape ({h}, {w}), nchunks={nchunks})"
-        require_ok(outcome, context)
-        expected = chunk_costs(costs, nchunks)
-        value = np.asarray(outcome.value, dtype=float) if outcome.value is not None else None
-        if value is None or value.shape != expected.shape:
-            fail(f"{context}: returned {None if value is None else value.shape}, expected an "
-                 f"array of shape {expected.shape}: one cost per block")
-        if not np.allclose(value, expected, rtol=1e-9, atol=0):
-            sizes = [len(b) for b in block_rows(h, nchunks)]
-            fail(f"{context}: returned {np.array2string(value, precision=4)}, expected "
-                 f"{np.array2string(expected, precision=4)} (blocks of {sizes} rows, as "
-                 f"numpy.array_split(range({h}), {nchunks}) makes them)")
-
-
-@pytest.mark.points(1)
-def test_mandelbrot_imbalance(grading):
-    """imbalance(costs) is max/mean."""
-    outcomes = _call(grading, "imbalance", [(np.array(c),) for c in IMBALANCE_INPUTS])
-    for costs, outcome in zip(IMBALANCE_INPUTS, outcomes, strict=True):
-        context = f"imbalance({np.array2string(np.array(costs), precision=3)})"
-        require_ok(outcome, context)
-        expected = imbalance(costs)
-        try:
-            value = float(outcome.value)
-        except (TypeError, ValueError):
-            fail(f"{context}: returned {outcome.value!r}, expected a number")
-        if not np.isclose(value, expected, rtol=1e-9, atol=0):
-            fail(f"{context}: returned {value:.6g}, expected max/mean = {expected:.6g}")
-
-
-PIXEL_SPEC = Spec(w=60, h=40)  # the course viewport, coarser: about 0.15 s of timing
-MIN_RANK_CORRELATION = 0.6  # measured 0.9+, also with two busy loops (docs/mandelbrot.md)
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (ties get their mean rank), numpy only."""
-    def ranks(x):
-        x = np.asarray(x, dtype=float).ravel()
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-        sums = np.bincount(inverse, weights=r)
-        return (sums / counts)[inverse]
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
-
-
-@pytest.mark.points(1)
-def test_mandelbrot_pixel_times(grading):
-    """pixel_times has one time per pixel that follows the iteration counts."""
-    spec = PIXEL_SPEC
-    context = f"pixel_times(Spec(w={spec.w}, h={spec.h}))"
-    outcome = _call(grading, "pixel_times", [(spec,)])[0]
-    require_ok(outcome, context)
-    times = np.asarray(outcome.value, dtype=float) if outcome.value is not None else None
-    if times is None or times.shape != (spec.h, spec.w):
-        fail(f"{context}: returned {None if times is None else times.shape}, expected an array "
-             f"of shape ({spec.h}, {spec.w}): one time per pixel, rows first")
-    if not np.isfinite(times).all() or (times < 0).any() or times.max() <= 0:
-        fail(f"{context}: times must be finite, non-negative seconds, not all zero")
-    if times.max() > 1.0:
-        fail(f"{context}: a pixel took {times.max():.3g} s; expected seconds per pixel "
-             "(microseconds): did you time a whole row or accumulate?")
-    rho = rank_correlation(times, serial_image(spec))
-    if rho < MIN_RANK_CORRELATION:
-        fail(f"{context}: the times hardly follow the iteration counts (rank correlation "
-             f"{rho:.2f}, expected at least {MIN_RANK_CORRELATION}); time each pixel's call "
-             "of mandelbrot(x, y, maxit) on its own")
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_PNG_BYTES = 20 << 20
-
-
-@pytest.mark.points(1)
-def test_mandelbrot_plot_distribution(grading, outputs):
-    """plot_distribution writes a real, non-blank PNG."""
-    path = Path(outputs, f"distribution-{time.time_ns()}.png")  # a folder graded code may write
-    times = (serial_image(GRADING) * 1.2e-7 + 3e-7)
-    context = "plot_distribution(pixel_times, 4, path)"
-    outcome = _call(grading, "plot_distribution", [(times, 4, str(path))])[0]
-    require_ok(outcome, context)
-    if path.is_symlink():  # never read, as the grader, whatever a link points to
-        fail(f"{context}: path is a symbolic link, not the PNG file written there")
-    if not path.is_file():
-        fail(f"{context}: no file was written at path")
-    if path.stat().st_size > MAX_PNG_BYTES:  # decoded in this process: keep it bounded
-        fail(f"{context}: the PNG is {path.stat().st_size / 2**20:.0f} MiB; a plot takes well "
-             f"under {MAX_PNG_BYTES >> 20} MiB")
-    data = path.read_bytes()
-    if not data.startswith(PNG_SIGNATURE):
-        fail(f"{context}: the file is not a PNG (it starts with {data[:8]!r}); "
-             "use savefig(path) with a .png path or format='png'")
-    import matplotlib.image
-
-    try:
-        pixels = matplotlib.image.imread(path)
-    except Exception as exc:  # noqa: BLE001
-        fail(f"{context}: the PNG cannot be decoded: {exc}")
-    if pixels.ndim < 2 or min(pixels.shape[:2]) < 50:
-        fail(f"{context}: the image is only {pixels.shape[1]}x{pixels.shape[0]} pixels")
-    flat = pixels.reshape(pixels.shape[0] * pixels.shape[1], -1)
-    if (flat == flat[0]).all():
-        fail(f"{context}: the PNG is a single colour: nothing was drawn")

@@ -8,11 +8,11 @@ replacements (each must apply exactly once), or ``None`` to delete the module.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KIT = Path(__file__).resolve().parent.parent
+from tests.helpers import make_submission
+
 EVERY = ("",)  # as Broken.fails: every test the entry's -k selects must fail
 Edits = dict[str, "list[tuple[str, str]] | None"]
 
@@ -34,21 +34,7 @@ class Broken:
 
     def build(self, parent: Path) -> Path:
         """Write the broken package to ``parent/<name>``; return its path."""
-        dest = Path(parent) / self.name
-        shutil.copytree(KIT / "reference", dest, ignore=shutil.ignore_patterns("__pycache__"))
-        for module, edits in self.edits.items():
-            path = dest / f"{module}.py"
-            if edits is None:
-                path.unlink()
-                continue
-            text = path.read_text()
-            for old, new in edits:
-                if text.count(old) != 1:
-                    raise ValueError(f"{self.name}: edit of {module}.py does not apply once: "
-                                     f"{old!r}")
-                text = text.replace(old, new, 1)
-            path.write_text(text)
-        return dest
+        return make_submission(parent, self.edits, self.name)
 
 
 _GREETING = ('return f"Hello from {MPI.Get_processor_name()}. {comm.Get_rank()} of '

@@ -79,20 +79,28 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
     return GraderRun(proc.returncode, output, results, seconds, left)
 
 
-def make_submission(tmp_path: Path, edits: dict[str, tuple[str, str] | None],
+Edit = tuple[str, str]  # (old text, new text) of a module of reference/
+
+
+def make_submission(parent: Path, edits: dict[str, list[Edit] | Edit | None],
                     name: str = "submission") -> Path:
-    """A copy of ``reference/`` with ``edits``: module -> (old, new) text, or None to delete."""
-    dest = tmp_path / name
+    """``parent/name``: a copy of ``reference/`` with ``edits``, module -> a list of
+    (old, new) text replacements (or one), each of which must apply exactly once, or None to
+    delete the module. The one builder of broken and unusual submissions (the catalogue's too).
+    """
+    dest = Path(parent) / name
     shutil.copytree(KIT / "reference", dest, ignore=shutil.ignore_patterns("__pycache__"))
-    for module, edit in edits.items():
+    for module, change in edits.items():
         path = dest / f"{module}.py"
-        if edit is None:
+        if change is None:
             path.unlink()
             continue
-        old, new = edit
         text = path.read_text()
-        assert old in text, f"edit of {module}.py does not apply: {old!r} not found"
-        path.write_text(text.replace(old, new, 1))
+        for old, new in [change] if isinstance(change, tuple) else change:
+            if text.count(old) != 1:
+                raise ValueError(f"{name}: edit of {module}.py does not apply once: {old!r}")
+            text = text.replace(old, new, 1)
+        path.write_text(text)
     return dest
 
 

@@ -18,6 +18,7 @@ import pytest
 from parakit import KIT_ROOT, backends, wire
 from parakit.controller import proctree
 from parakit.controller.jobs import run_job
+from parakit.controller.launch import Child
 from parakit.controller.runtime import Runtime, Target
 from parakit.worker import grade as child
 from problems import trace
@@ -188,7 +189,7 @@ def test_child_stop_kills_processes_outside_the_session(tmp_path):
               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
               " start_new_session=True)\n"
               "time.sleep(600)\n")
-    proc = proctree.Child([sys.executable, "-c", script], os.environ, tmp_path, tmp_path)
+    proc = Child([sys.executable, "-c", script], os.environ, tmp_path, tmp_path)
     deadline = time.monotonic() + 10
     while len(proc.tree()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from parakit.controller import observe, proctree
+from parakit.controller import observe
+from parakit.controller.launch import Child
 
 
 class BackendError(RuntimeError):
@@ -51,7 +52,7 @@ class Backend:
         """Long-lived worker processes outside the started child (stack dumps reach them)."""
         return ()
 
-    def observer(self, child: proctree.Child, jobdir: Path, workers: int) -> observe.Observer:
+    def observer(self, child: Child, jobdir: Path, workers: int) -> observe.Observer:
         """What watches one run's workers from outside."""
         return observe.Observer(child, jobdir)
 

@@ -27,6 +27,7 @@ import psutil
 
 from parakit.backends.base import Backend, BackendError
 from parakit.controller import observe, proctree
+from parakit.controller.launch import Child
 from parakit.controller.runtime import child_env
 
 
@@ -188,7 +189,7 @@ class Ipp(Backend):
     def engines(self) -> tuple[int, ...]:
         return tuple(self.cluster.engines)
 
-    def observer(self, child: proctree.Child, jobdir: Path, workers: int) -> observe.Observer:
+    def observer(self, child: Child, jobdir: Path, workers: int) -> observe.Observer:
         return EngineObserver(child, jobdir, self.engines)
 
     def failed(self) -> None:
@@ -202,7 +203,7 @@ class EngineObserver(observe.Observer):
     """The session's engines and the CPU time each spent between ``ready-{i}`` and the result
     (a user's cluster: no engines known, no credit)."""
 
-    def __init__(self, child: proctree.Child, jobdir: Path, engines: tuple[int, ...]):
+    def __init__(self, child: Child, jobdir: Path, engines: tuple[int, ...]):
         super().__init__(child, jobdir)
         self.engines = {pid: f"engine (pid {pid})" for pid in engines}
         self._start: dict[int, float] = {}

@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 
 from parakit.backends.base import Backend, BackendError
-from parakit.controller import observe, proctree
+from parakit.controller import observe
+from parakit.controller.launch import Child
 
 
 def detect_mpiexec(command: str | None = None) -> tuple[str, ...]:
@@ -81,7 +82,7 @@ class Mpi(Backend):
     def result_ranks(self, workers: int) -> int:
         return workers
 
-    def observer(self, child: proctree.Child, jobdir: Path, workers: int) -> observe.Observer:
+    def observer(self, child: Child, jobdir: Path, workers: int) -> observe.Observer:
         return RankObserver(child, jobdir, workers)
 
 
@@ -98,7 +99,7 @@ class RankObserver(observe.Observer):
     """The ranks: the processes two levels below mpiexec (its proxies, then theirs). Their CPU
     time is not kept: MPICH ranks busy-wait, so it says nothing about where work ran."""
 
-    def __init__(self, child: proctree.Child, jobdir: Path, ranks: int):
+    def __init__(self, child: Child, jobdir: Path, ranks: int):
         super().__init__(child, jobdir)
         self.nranks, self._scans = ranks, 0
 

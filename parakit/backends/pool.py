@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from parakit.backends.base import Backend
-from parakit.controller import observe, proctree
+from parakit.controller import observe
+from parakit.controller.launch import Child
 
 
 class Pool(Backend):
     name = "pool"
 
-    def observer(self, child: proctree.Child, jobdir: Path, workers: int) -> observe.Observer:
+    def observer(self, child: Child, jobdir: Path, workers: int) -> observe.Observer:
         return PoolObserver(child, jobdir)
 
 
@@ -20,7 +21,7 @@ class PoolObserver(observe.Observer):
     ``alive-{i}`` (the call has returned, the pool still lives) and waits for ``ack-{i}``.
     They were started for this case, so all their CPU time is this case's."""
 
-    def __init__(self, child: proctree.Child, jobdir: Path):
+    def __init__(self, child: Child, jobdir: Path):
         super().__init__(child, jobdir)
         self._acked = -1
 

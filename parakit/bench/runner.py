@@ -19,7 +19,7 @@ from pathlib import Path
 
 from parakit import KIT_ROOT, backends, workloads
 from parakit.bench import report
-from parakit.controller import proctree
+from parakit.controller.launch import Child
 from parakit.controller.runtime import Target, child_env
 
 
@@ -149,7 +149,7 @@ class Runner:
         (jobdir / "job.json").write_text(json.dumps(job))
         command = backend.command(["-m", "parakit.worker.bench", str(jobdir / "job.json")],
                                   workers)
-        child = proctree.Child(command, child_env(), KIT_ROOT, jobdir)
+        child = Child(command, child_env(), KIT_ROOT, jobdir)
         try:
             code = child.wait(self.plan.timeout)
         finally:

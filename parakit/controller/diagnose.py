@@ -9,7 +9,7 @@ import re
 import signal
 from pathlib import Path
 
-from parakit.controller import proctree
+from parakit.controller.launch import Child
 from parakit.controller.runtime import Target, read_job_file
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
@@ -53,7 +53,7 @@ def _source_line(file: str, line: int) -> str:
         return ""
 
 
-def output_section(child: proctree.Child) -> str:
+def output_section(child: Child) -> str:
     """The tails of a run's stdout and stderr, headed, for a failure's details."""
     parts = []
     for name in ("stdout", "stderr"):

@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from parakit.controller import diagnose, proctree
+from parakit.controller import diagnose
 from parakit.controller.jobs import CRASHED, TIMEOUT, Outcome, run_job
+from parakit.controller.launch import Child
 from parakit.controller.runtime import Runtime, child_env, hand_over, read_job_file
 from parakit.worker import MISSING_MODULE, NOT_IMPLEMENTED, OK
 
@@ -31,7 +32,7 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
     # lines of different ranks together; buffered, each flushed line is one write.
     env.pop("PYTHONUNBUFFERED")
     hand_over(jobdir, rt.run_as)
-    child = proctree.Child(cmd, env, cwd=jobdir, outdir=jobdir, output_limit=rt.limits.output,
+    child = Child(cmd, env, cwd=jobdir, outdir=jobdir, output_limit=rt.limits.output,
                            user=rt.run_as)
     code = child.wait(rt.timeout)
     child.stop()

@@ -20,6 +20,7 @@ from typing import Any
 from parakit import wire
 from parakit.backends.base import Backend, BackendError
 from parakit.controller import diagnose, observe, proctree
+from parakit.controller.launch import Child
 from parakit.controller.runtime import Runtime, child_env, hand_over
 from parakit.worker import (
     ERROR,
@@ -108,7 +109,7 @@ class Job:
         hand_over(jobdir, self.rt.run_as)
         env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30))})
         command = self.backend.command(["-m", RUNNER, str(jobdir)], self.workers)
-        child = proctree.Child(command, env, cwd=jobdir, outdir=jobdir,
+        child = Child(command, env, cwd=jobdir, outdir=jobdir,
                                output_limit=self.rt.limits.output, user=self.rt.run_as)
         watch = self.backend.observer(child, jobdir, self.workers)
         outcomes: list[Outcome] = []
@@ -155,7 +156,7 @@ class Job:
             outcomes[-1].details = (outcomes[-1].details + "\n" + note).strip()
         return outcomes
 
-    def _collect(self, jobdir: Path, i: int, case: dict, child: proctree.Child) -> Outcome | None:
+    def _collect(self, jobdir: Path, i: int, case: dict, child: Child) -> Outcome | None:
         """The outcome of case ``i`` once its result files are there (all ranks, or a failure).
 
         Results are read as data only (``parakit.wire``); anything unreadable is the graded
@@ -200,7 +201,7 @@ class Job:
             pids = {0: child.popen.pid}
         return Outcome(OK, values=values, pids=pids, records=records)
 
-    def _aborted_elsewhere(self, child: proctree.Child, failed: Outcome) -> Outcome:
+    def _aborted_elsewhere(self, child: Child, failed: Outcome) -> Outcome:
         """A rank that raised an MPI error may only be the echo of another rank's MPI_Abort
         (a collective broken by the abort): then the abort is the cause to report."""
         if "MPI" not in failed.message or child.wait(2.0) is None:
@@ -231,7 +232,7 @@ class Job:
         return (f"modified its input argument {j + 1} ({type(args[j]).__name__}) in place; "
                 "work on a copy, the caller's data must stay as it was")
 
-    def _leftovers(self, child: proctree.Child) -> list[str]:
+    def _leftovers(self, child: Child) -> list[str]:
         """Processes the graded code started and left running ("pid cmdline"), found from
         outside: the child's tree, new descendants of the grader (orphans come back here, see
         proctree.become_subreaper) and processes carrying its tag, less the child's own."""
@@ -249,14 +250,14 @@ class Job:
                 outcomes[i] = Outcome(LEAKED, message, records=outcome.records,
                                       seconds=outcome.seconds)
 
-    def _crashed(self, child: proctree.Child, jobdir: Path, i: int, code: int) -> Outcome:
+    def _crashed(self, child: Child, jobdir: Path, i: int, code: int) -> Outcome:
         said = child.output("stdout") + "\n" + child.output("stderr")  # mpiexec uses both
         why = diagnose.describe_death(code, said, self.rt.target, self.rt.limits.cpu, self.mpi)
         msg = f"{self.spec['function']} did not return: {why}"
         return Outcome(CRASHED, msg, records=trace.read(jobdir / f"trace-{i}"),
                        details=diagnose.output_section(child))
 
-    def _timed_out(self, child: proctree.Child, jobdir: Path, i: int) -> Outcome:
+    def _timed_out(self, child: Child, jobdir: Path, i: int) -> Outcome:
         stacks = diagnose.read_stacks(jobdir, self.rt.target)
         msg = f"{self.spec['function']} did not finish within {self.rt.timeout:g} s (timeout)"
         if stacks:

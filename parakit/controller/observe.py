@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from parakit.controller import proctree
+from parakit.controller.launch import Child
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Observer:
     each backend's observer (``parakit.backends``) adds the workers it can find from outside.
     """
 
-    def __init__(self, child: proctree.Child, jobdir: Path):
+    def __init__(self, child: Child, jobdir: Path):
         self.child, self.jobdir = child, jobdir
         self._caller_start: float | None = None
         self._ready = -1  # last case whose start was seen
