@@ -34,7 +34,8 @@ from tests.helpers import KIT, run_grader
 
 RUN_AUTOGRADER = KIT / "ci" / "gradescope" / "run_autograder"
 WORKFLOW = KIT / "ci" / "github-classroom.yml"
-KIT_PARTS = ["problems", "student", "grader", "hidden", "conftest.py", "pyproject.toml"]
+KIT_PARTS = ["problems", "student", "grader", "parakit", "hidden", "conftest.py",
+             "pyproject.toml"]
 ONE_TEST = "hello and greeting and P1"  # one MPI job: a second or two
 
 # Graded code that finds the pytest grading it, writes a full-marks report where pytest will
