@@ -117,6 +117,16 @@ def _usage_error_reports(config: pytest.Config, error: str) -> None:
         pass
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Where the graded code runs, when it leaves this machine."""
+    settings = config.stash.get(_settings_key, None)
+    if settings is None or not settings.hosts.several:
+        return []
+    return [f"grader: MPI ranks and ipyparallel engines on {settings.hosts.describe()}; the "
+            "pool on this machine only (multiprocessing does not cross machines); job folders "
+            f"in {settings.workdir}"]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     proctree.sweep_orphans()  # leftovers of an earlier grading run that was killed
 
@@ -220,7 +230,7 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 @pytest.fixture(scope="session")
 def workdir(settings: Settings) -> Iterator[Path]:
     """Job directories of this session (removed at the end)."""
-    path = Path(tempfile.mkdtemp(prefix="parakit-grading-"))
+    path = Path(tempfile.mkdtemp(prefix="parakit-grading-", dir=settings.workdir))
     if settings.run_as is not None:  # --run-as: it may enter the folder (its job folders are
         path.chmod(0o711)            # its own), not list it nor add to it
     yield path
@@ -251,7 +261,7 @@ def session_backends(settings: Settings, workdir: Path) -> Iterator[dict[str, ba
     """The session's backends (parakit.backends); the ipyparallel cluster starts on first use
     by an ipp test, and everything is stopped at the end."""
     found = backends.session(settings.workers, workdir, settings.mpiexec or None,
-                             settings.ipp_connect or None, settings.run_as)
+                             settings.ipp_connect or None, settings.run_as, settings.hosts)
     yield found
     backends.stop_all(found)
 

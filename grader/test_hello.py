@@ -1,4 +1,7 @@
-"""Exercise 1: hello MPI, run as a program and called as a function, at every process count."""
+"""Exercise 1: hello MPI, run as a program and called as a function, at every process count.
+
+Each rank's processor name must be the host it ran on: as the grader saw it (a function's
+ranks), or where mpiexec places it (``--hosts``), or this machine."""
 
 from __future__ import annotations
 
@@ -8,14 +11,32 @@ import socket
 import pytest
 
 from parakit.controller.checks import fail, require_ok
+from parakit.controller.observe import HOST as HERE_NAME
+from parakit.controller.outcome import Outcome
+from problems import hello
 
 LINE = re.compile(r"^Hello from (?P<host>\S+)\. (?P<rank>\d+) of (?P<size>\d+)$")
-HOSTS = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn()}
+HERE = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn()}
 
 
-def _check_greetings(lines: list[str], workers: int, context: str) -> None:
-    """Every rank exactly once, the right size, this host's processor name."""
+def expected_hosts(settings, workers: int, outcome: Outcome | None = None) -> list[set[str]]:
+    """The names each rank's processor may have: the host it was seen on (a function's run),
+    else where mpiexec puts it (--hosts), else this machine."""
+    if outcome is not None and sorted(outcome.pids) == list(range(workers)):
+        return [HERE if outcome.pids[r][0] == HERE_NAME else {outcome.pids[r][0]}
+                for r in range(workers)]
+    if not settings.hosts.several:
+        return [HERE] * workers
+    names = settings.hosts.self_names()
+    return [{host, names.get(host, host)} for host in settings.hosts.placement(workers)]
+
+
+def _check_greetings(lines: list[str], workers: int, context: str,
+                     hosts: list[set[str]]) -> dict[str, int]:
+    """Every rank exactly once, the right size, the processor name of the host it ran on;
+    returns how many ranks each processor name had."""
     seen: dict[int, int] = {}
+    per_host: dict[str, int] = {}
     for line in lines:
         m = LINE.match(line.strip())
         if not m:
@@ -24,33 +45,44 @@ def _check_greetings(lines: list[str], workers: int, context: str) -> None:
         rank, size = int(m["rank"]), int(m["size"])
         if size != workers:
             fail(f"{context}: {line.strip()!r} says size {size}, but {workers} processes ran")
-        if m["host"] not in HOSTS:
-            fail(f"{context}: processor name {m['host']!r} is not this host's "
-                 f"({socket.gethostname()!r}); use MPI.Get_processor_name()")
+        if rank < workers and m["host"] not in hosts[rank]:
+            fail(f"{context}: rank {rank} says processor {m['host']!r}, but it ran on "
+                 f"{' / '.join(sorted(hosts[rank]))}; use MPI.Get_processor_name()")
         seen[rank] = seen.get(rank, 0) + 1
+        per_host[m["host"]] = per_host.get(m["host"], 0) + 1
     missing = sorted(set(range(workers)) - set(seen))
     twice = sorted(r for r, n in seen.items() if n > 1)
     extra = sorted(r for r in seen if r >= workers)
     if missing or twice or extra:
         fail(f"{context}: expected one greeting from each rank 0..{workers - 1}; "
              f"missing ranks {missing}, repeated {twice}, out of range {extra}")
+    return per_host
 
 
 @pytest.mark.points(1)
 def test_hello_program(grading, settings, workers):
-    """`mpiexec -n P python -m <target>.hello` prints one greeting per process."""
+    """`mpiexec -n P python -m <target>.hello` prints one greeting per process, then how many
+    processes each host got."""
     outcome = grading.run_module("hello", workers)
     context = f"mpiexec -n {workers} python -m {settings.target.package}.hello"
     require_ok(outcome, "")
     lines = [line for line in outcome.value.splitlines() if line.strip()]
-    if len(lines) != workers:
-        fail(f"{context}: printed {len(lines)} lines, expected {workers} (one per process):\n"
-             + "\n".join(lines[:10]))
-    _check_greetings(lines, workers, context)
+    greetings = [line for line in lines if not line.startswith(hello.PREFIX)]
+    summaries = [line for line in lines if line.startswith(hello.PREFIX)]
+    if len(greetings) != workers:
+        fail(f"{context}: printed {len(greetings)} greetings, expected {workers} (one per "
+             "process):\n" + "\n".join(greetings[:10]))
+    per_host = _check_greetings(greetings, workers, context,
+                                expected_hosts(settings, workers))
+    if len(summaries) != 1 or hello.parse(summaries[0]) != per_host:
+        shown = summaries[0] if summaries else "nothing"
+        fail(f"{context}: the last line must say how many processes each host got, "
+             f"'{hello.PREFIX} " + ", ".join(f"{h} {n}" for h, n in per_host.items())
+             + f"' (rank 0, from problems.hello.per_host); it printed {shown!r}")
 
 
 @pytest.mark.points(1)
-def test_hello_greeting(grading, workers):
+def test_hello_greeting(grading, settings, workers):
     """greeting(comm) returns this rank's greeting on every rank."""
     [outcome] = grading.run("mpi", "hello", "greeting", [{"args": ()}], workers, key="greeting")
     context = f"greeting(comm) at {workers} processes"
@@ -62,4 +94,5 @@ def test_hello_greeting(grading, workers):
         if not m or int(m["rank"]) != rank:
             fail(f"{context}: rank {rank} returned {value!r}, expected "
                  f"'Hello from <processor>. {rank} of {workers}'")
-    _check_greetings(list(outcome.values.values()), workers, context)
+    _check_greetings(list(outcome.values.values()), workers, context,
+                     expected_hosts(settings, workers, outcome))

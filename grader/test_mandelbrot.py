@@ -36,7 +36,8 @@ from parakit.controller.evidence import (
     serial_cpu,
     sort_records,
 )
-from parakit.controller.jobs import Outcome
+from parakit.controller.observe import Proc
+from parakit.controller.outcome import Outcome
 from problems.mandelbrot import (
     GRADING,
     Spec,
@@ -90,9 +91,9 @@ def evidence(outcome: Outcome, backend: str, spec: Spec) -> Evidence:
     return sort_records(outcome, KERNEL, backend, mandelbrot_binding(spec))
 
 
-def rows_by_pid(ev: Evidence) -> dict[int, list[int]]:
+def rows_by_process(ev: Evidence) -> dict[Proc, list[int]]:
     """The rows each process computed (valid records only), in the order it computed them."""
-    return {pid: [int(k) for r in recs for k in r.task] for pid, recs in ev.by_pid().items()}
+    return {p: [int(k) for r in recs for k in r.task] for p, recs in ev.by_process().items()}
 
 
 def _describe(ran: dict[int, list[int]], work_of_row: np.ndarray, ev: Evidence) -> str:
@@ -104,7 +105,7 @@ def check_trace(outcome: Outcome, backend: str, scheme: str, workers: int, spec:
                 context: str) -> Evidence:
     """Rows once each, in workers; chunked: one contiguous array_split block per worker."""
     ev = evidence(outcome, backend, spec)
-    ran = rows_by_pid(ev)
+    ran = rows_by_process(ev)
     work_of_row = row_work(spec)
     rejected = f" ({ev.rejections()})" if ev.rejected else ""
     if not ran:
@@ -123,8 +124,8 @@ def check_trace(outcome: Outcome, backend: str, scheme: str, workers: int, spec:
              f"compute_rows on the spec you were given. Rows per process:{who}")
     if ran.get(ev.caller):
         where = "engines" if backend == "ipp" else "pool workers"
-        fail(f"{context}: {len(ran[ev.caller])} rows ran in the calling process (pid "
-             f"{ev.caller}); rows must run in the {where}. Rows per process:{who}")
+        fail(f"{context}: {len(ran[ev.caller])} rows ran in {ev.label(ev.caller)}; rows must "
+             f"run in the {where}. Rows per process:{who}")
     if scheme == "chunked":
         _check_blocks(ev, backend, workers, spec, ran, context, who)
     return ev

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from parakit.controller.checks import fail, require_ok
-from parakit.controller.jobs import Outcome
+from parakit.controller.outcome import Outcome
 from problems.mandelbrot import (
     GRADING,
     Spec,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from parakit.controller import observe
 from parakit.controller.checks import _ranges, fail, require_array, require_ok
 from parakit.controller.evidence import matmul_binding, matmul_rows_done, sort_records
 from problems.matmul import random_pair
@@ -76,12 +77,12 @@ def test_matmul_parallel(grading, settings, backend):
                 ([f"rows {_ranges(twice)} were multiplied more than once"] if twice else [])
         fail(f"{context}: {' and '.join(parts)}; every row must be multiplied exactly once by "
              "multiply()")
-    work = {pid: sum(len(r.binding["rows"]) for r in recs) for pid, recs in ev.by_pid().items()}
+    work = {p: sum(len(r.binding["rows"]) for r in recs) for p, recs in ev.by_process().items()}
     if ev.caller is not None and work.get(ev.caller):
         fail(f"{context}: {work[ev.caller] / A.shape[0]:.0%} of the rows were multiplied in the "
-             f"calling process (pid {ev.caller}); they must be multiplied in the "
+             f"calling process ({observe.describe(ev.caller)}); they must be multiplied in the "
              f"{'engines' if backend == 'ipp' else 'pool workers'}")
     if workers >= 2 and len(work) < 2:
-        [pid] = work
-        fail(f"{context}: all the work ran in {ev.label(pid)}; split the rows of A across the "
+        [proc] = work
+        fail(f"{context}: all the work ran in {ev.label(proc)}; split the rows of A across the "
              f"{workers} workers")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from parakit.controller import observe
 from parakit.controller.checks import fail, require_ok
 from parakit.controller.evidence import (
     CpuTally,
@@ -163,10 +164,11 @@ def require_trace(outcome, paths: list[str], backend: str, context: str) -> Coun
         path, n = next(iter(twice.items()))
         fail(f"{context}: {len(twice)} documents were counted more than once, e.g. {path} "
              f"{n} times; every document must be counted exactly once")
-    per_pid = Counter(r.pid for r in ev.valid)
+    per_pid = Counter(r.where for r in ev.valid)
     if ev.caller is not None and per_pid.get(ev.caller):
         fail(f"{context}: {per_pid[ev.caller]} of {len(ev.valid)} documents were counted in the "
-             f"calling process (pid {ev.caller}); the map step must run {where[backend]}")
+             f"calling process ({observe.describe(ev.caller)}); the map step must run "
+             f"{where[backend]}")
     return per_pid
 
 
@@ -205,9 +207,10 @@ def test_wordcount_parallel(grading, settings, collections, expected, backend):
     if cpu.verdict():
         fail(f"wordcount_{backend} on {_describe('generated', paths)}: {cpu.verdict()}")
     if workers >= 2 and len(per_pid) < 2:
-        pid = next(iter(per_pid))
-        who = "rank 0" if backend == "mpi" and pid == outcome.pids.get(0) else "one process"
-        fail(f"{context}: all {len(paths)} documents were counted in {who} (pid {pid}); "
+        proc = next(iter(per_pid))
+        who = "rank 0" if backend == "mpi" and proc == outcome.pids.get(0) else "one process"
+        fail(f"{context}: all {len(paths)} documents were counted in {who} "
+             f"({observe.describe(proc)}); "
              f"share them out among the {workers} workers")
 
 

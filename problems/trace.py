@@ -1,9 +1,9 @@
 """Work traces: which process ran which piece of work, and how much.
 
 The kit's work kernels (``problems.matmul.multiply``, ``problems.mandelbrot.compute_rows``,
-``problems.wordcount.count_file``) call :func:`record`. When tracing is on, each call appends one
-JSON line to ``trace-{pid}.jsonl`` in the trace directory; the grader reads those files to see
-where the work ran, independently of anything the graded code returns or prints.
+``problems.wordcount.count_file``) call :func:`record`. When tracing is on, each call appends
+one JSON line to ``trace-{host}-{pid}.jsonl`` in the trace directory; the grader reads those
+files to see where the work ran, independently of anything the graded code returns or prints.
 
 Tracing is off unless a directory is set, with :func:`set_directory` (the grader's child runner
 does this per graded call, also in pool workers and ipyparallel engines) or the environment
@@ -56,6 +56,11 @@ class Record:
     cpu: float  # process CPU seconds spent in the call
     binding: dict = field(default_factory=dict)  # digests of the data worked on (per kernel)
 
+    @property
+    def where(self) -> tuple[str, int]:
+        """The process that ran it, as (host, pid): pids repeat across the hosts of a cluster."""
+        return (self.host, self.pid)
+
 
 @dataclass
 class Pending:
@@ -92,8 +97,11 @@ def record(kernel: str, task: object, units: float = 0.0) -> Iterator[Pending]:
     }
     # One write per record on an O_APPEND descriptor: lines never interleave, a crash loses
     # at most the record being written.
+    # One file per process, named by host and pid: pids repeat across the hosts of a cluster
+    # that share the folder.
     line = (json.dumps(rec) + "\n").encode()
-    fd = os.open(Path(where, f"trace-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    name = f"trace-{rec['host']}-{os.getpid()}.jsonl"
+    fd = os.open(Path(where, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.write(fd, line)
     finally:

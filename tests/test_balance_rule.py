@@ -20,7 +20,8 @@ KERNEL = "mandelbrot.compute_rows"
 def _run(per_worker: list[list[tuple[list[int], float, float]]]) -> balance.Measures:
     valid = [Record(KERNEL, rows, 0.0, 100 + w, "host", start, end, end - start)
              for w, tasks in enumerate(per_worker) for rows, start, end in tasks]
-    ev = Evidence(valid=valid, caller=1, workers={100 + w: f"w{w}" for w in range(4)})
+    ev = Evidence(valid=valid, caller=("host", 1),
+                  workers={("host", 100 + w): f"w{w}" for w in range(4)})
     return balance.measure(ev, GRADING, 4)
 
 

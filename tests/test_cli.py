@@ -14,6 +14,8 @@ from argparse import Namespace
 import psutil
 
 from parakit import cli
+from parakit.cli.grade import grade_one
+from parakit.cli.validate import validate
 from parakit.controller import proctree
 from tests.catalogue import Broken
 from tests.helpers import KIT, make_submission
@@ -25,10 +27,11 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
     names = {p.name for p in dest.iterdir()}
     assert {"problems", "student", "grader", "docs", "pyproject.toml", "README.md"} <= names
     assert not names & {"reference", "hidden", "tests", "benchmarks", "ci"}
-    assert not (dest / "grader" / "cli.py").exists()
+    assert not (dest / "parakit" / "cli").exists()  # instructor commands stay home
     assert not list(dest.rglob("__pycache__"))
     pyproject = (dest / "pyproject.toml").read_text()
-    assert 'packages = ["problems", "student", "grader", "parakit.bench"]' in pyproject
+    assert ('packages = ["problems", "student", "grader", "parakit", "parakit.worker", '
+            '"parakit.backends", "parakit.controller", "parakit.bench"]') in pyproject
     assert "parakit.cli" not in pyproject
     workflow = (dest / ".github" / "workflows" / "classroom.yml").read_text()
     assert "KIT_REPO: course/kit" in workflow and "KIT_REF: v1" in workflow
@@ -101,7 +104,7 @@ def test_grade_writes_a_gradebook_and_survives_broken_submissions(tmp_path):
 
 def test_a_grading_that_overruns_is_stopped_and_scored_zero(tmp_path):
     sub = make_submission(tmp_path, {})
-    graded = cli.grade_one("slow", sub, tmp_path / "out", ["-k", "matmul and ipp"], timeout=3)
+    graded = grade_one("slow", sub, tmp_path / "out", ["-k", "matmul and ipp"], timeout=3)
     assert "longer than 3 s" in graded.errors and graded.total == 0
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert data["score"] == 0 and "longer than 3 s" in data["output"]
@@ -117,7 +120,7 @@ def _validate_args(**kw) -> Namespace:
 
 
 def test_validate_passes_with_the_catalogue(tmp_path):
-    problems = cli.validate(tmp_path, _validate_args(only=["hello_wrong_format"]),
+    problems = validate(tmp_path, _validate_args(only=["hello_wrong_format"]),
                             say=lambda line: None)
     assert problems == []
 
@@ -126,7 +129,7 @@ def test_validate_finds_a_catalogue_that_catches_nothing(tmp_path):
     harmless = Broken("harmless", "hello",
                       {"hello": [("from mpi4py import MPI\n", "from mpi4py import MPI  # ok\n")]},
                       ("test_hello_greeting",), "Hello from")
-    problems = cli.validate(tmp_path, _validate_args(k="hello and P1"), entries=[harmless],
+    problems = validate(tmp_path, _validate_args(k="hello and P1"), entries=[harmless],
                             say=lambda line: None)
     assert any("harmless: grader/test_hello.py::test_hello_greeting[P1] passed" in p
                for p in problems), problems

@@ -6,24 +6,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from parakit.backends.base import Backend, BackendError
-from parakit.backends.ipp import Ipp, SessionCluster
+from parakit.backends.ipp import Ipp
+from parakit.backends.ipp_cluster import SessionCluster
 from parakit.backends.mpi import Mpi
 from parakit.backends.pool import Pool
+from parakit.controller.hosts import Hosts
 
 __all__ = ["Backend", "BackendError", "session", "stop_all"]
 
 
 def session(workers: int, workdir: Path, mpiexec: str | None = None,
-            ipp_connect: str | None = None, run_as: tuple[int, int] | None = None
-            ) -> dict[str, Backend]:
+            ipp_connect: str | None = None, run_as: tuple[int, int] | None = None,
+            hosts: Hosts | None = None) -> dict[str, Backend]:
     """Every backend of one session, by name; nothing starts until a run needs it.
 
     ``workers`` is the largest worker count (the cluster's size), ``workdir`` where the cluster
     keeps its files, ``mpiexec`` a launch command, ``ipp_connect`` the connection file of the
-    user's own cluster, ``run_as`` the (uid, gid) graded code runs as.
+    user's own cluster, ``run_as`` the (uid, gid) graded code runs as, ``hosts`` where ranks
+    and engines go (the pool and plain runs stay on this machine).
     """
-    cluster = SessionCluster(workers, workdir, ipp_connect, run_as=run_as)
-    return {"mpi": Mpi(mpiexec), "ipp": Ipp(cluster), "pool": Pool(), "plain": Backend()}
+    hosts = hosts or Hosts()
+    cluster = SessionCluster(workers, workdir, ipp_connect, run_as=run_as, hosts=hosts)
+    return {"mpi": Mpi(mpiexec, hosts), "ipp": Ipp(cluster), "pool": Pool(), "plain": Backend()}
 
 
 def stop_all(backends: dict[str, Backend]) -> None:

@@ -56,6 +56,17 @@ class Backend:
         """What watches one run's workers from outside."""
         return observe.Observer(child, jobdir)
 
+    def leftovers(self, child: Child, seen: observe.Seen) -> list[str]:
+        """Processes of the run left on other hosts after it returned ("pid command on
+        host"); this machine's are found by the job itself."""
+        return []
+
+    def dump_stacks(self, child: Child) -> None:
+        """Ask the run's processes on other hosts for their stacks (a hang)."""
+
+    def sweep(self, child: Child) -> None:
+        """End what is left of the run on other hosts (this machine's tree is already gone)."""
+
     def failed(self) -> None:
         """A run hung or crashed: whatever it may have left stuck is started afresh next time."""
 

@@ -10,62 +10,105 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import psutil
-
 from parakit.backends.base import Backend, BackendError
+from parakit.backends.ranks import RankObserver, RemoteRankObserver, remote_leftovers
 from parakit.controller import observe
+from parakit.controller.hosts import Hosts, describe_left
 from parakit.controller.launch import Child
+from parakit.controller.proctree import OWNER_VAR, TAG_VAR
 
 
-def detect_mpiexec(command: str | None = None) -> tuple[str, ...]:
-    """The MPI launcher, with ``--oversubscribe`` for Open MPI (more ranks than cores);
-    BackendError if there is none."""
+def detect_mpiexec(command: str | None = None) -> tuple[tuple[str, ...], str]:
+    """The MPI launcher and its kind ("mpich", "openmpi" or "" for others, e.g. srun), with
+    ``--oversubscribe`` for Open MPI (more ranks than cores); BackendError if there is none."""
     if command:
-        return tuple(shlex.split(command))
+        launcher = tuple(shlex.split(command))
+        return launcher, _kind(launcher[0])
     exe = shutil.which("mpiexec", path=os.pathsep.join([str(Path(sys.executable).parent),
                                                          os.environ.get("PATH", "")]))
     if exe is None:
         raise BackendError("mpiexec not found: install the kit with `pip install -e .` (it "
                            "brings the mpich wheel) or put an MPI's mpiexec on PATH, or pass "
                            "--mpiexec")
+    kind = _kind(exe)
+    if kind == "openmpi":
+        flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.getuid() == 0 else [])
+        return (exe, *flags), kind
+    return (exe,), kind
+
+
+def _kind(exe: str) -> str:
     try:
         version = subprocess.run([exe, "--version"], capture_output=True, text=True,
                                  timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        version = ""
+        return ""
     if "Open MPI" in version or "OpenRTE" in version:
-        flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.getuid() == 0 else [])
-        return (exe, *flags)
-    return (exe,)
+        return "openmpi"
+    return "mpich" if "HYDRA" in version else ""
+
+
+def host_flags(kind: str, hosts: Hosts) -> list[str]:
+    """mpiexec's flags that place ranks on ``hosts`` and reach them with its remote shell."""
+    if not hosts.several:
+        return []
+    listed = ",".join(f"{name}:{n}" for name, n in hosts.slots)
+    custom = hosts.remote_shell != ("ssh",)
+    if kind == "mpich":
+        if custom and len(hosts.remote_shell) > 1:
+            raise BackendError(f"--remote-shell {shlex.join(hosts.remote_shell)}: MPICH's "
+                               "mpiexec takes one program (-launcher-exec), without arguments; "
+                               "wrap it in a script")
+        where = ["-f", hosts.hostfile] if hosts.hostfile else ["-hosts", listed]
+        return where + (["-launcher", "ssh", "-launcher-exec", hosts.remote_shell[0]]
+                        if custom else [])
+    if kind == "openmpi":
+        where = ["--hostfile", hosts.hostfile] if hosts.hostfile else ["--host", listed]
+        return where + (["--mca", "plm_rsh_agent", shlex.join(hosts.remote_shell)]
+                        if custom else [])
+    raise BackendError("--hosts and --hostfile work with MPICH's or Open MPI's mpiexec; with "
+                       "another launcher (e.g. srun under Slurm) it places the ranks itself: "
+                       "leave them out")
 
 
 class Mpi(Backend):
     """``mpiexec -n P python -m mpi4py -m RUNNER``: an uncaught exception aborts all ranks.
 
     The launcher is looked for once, when first needed; without one every MPI run fails with
-    the reason and the other backends still run.
+    the reason and the other backends still run. With several hosts the ranks are placed on
+    them and watched there through the remote shell (``RemoteRankObserver``).
     """
 
     name = "mpi"
-    launcher_levels = 2  # mpiexec's proxies, then the ranks
 
-    def __init__(self, command: str | None = None):
+    def __init__(self, command: str | None = None, hosts: Hosts | None = None):
         self._command = command
+        self.hosts = hosts or Hosts()
         self._launcher: tuple[str, ...] | None = None
+        self._flags: list[str] = []
         self._error = ""
 
     @property
     def launcher(self) -> tuple[str, ...]:
+        """The launch command with its placement flags (() if there is none)."""
         if self._launcher is None and not self._error:
             try:
-                self._launcher = detect_mpiexec(self._command)
+                launcher, kind = detect_mpiexec(self._command)
+                self._flags = host_flags(kind, self.hosts)
+                self._launcher = launcher
             except BackendError as exc:
                 self._error = str(exc)
-        return self._launcher or ()
+        return (*self._launcher, *self._flags) if self._launcher else ()
 
     @property
     def unavailable(self) -> str:
         return "" if self.launcher else self._error
+
+    @property
+    def launcher_levels(self) -> int:
+        """mpiexec's proxies, then the ranks; with several hosts everything below mpiexec is
+        the remote shell's (judged on the hosts themselves, ``leftovers``)."""
+        return 64 if self.hosts.several else 2
 
     def start(self) -> dict:
         if self.unavailable:
@@ -83,50 +126,24 @@ class Mpi(Backend):
         return workers
 
     def observer(self, child: Child, jobdir: Path, workers: int) -> observe.Observer:
+        if self.hosts.several:
+            return RemoteRankObserver(child, jobdir, workers, self.hosts)
         return RankObserver(child, jobdir, workers)
 
+    def leftovers(self, child: Child, seen: observe.Seen) -> list[str]:
+        if not self.hosts.several:
+            return []
+        return describe_left(remote_leftovers(self.hosts, child, seen))
 
-def _rank(proc: psutil.Process) -> str:
-    """The MPI rank a launcher gave a process (its initial environment), or '?'."""
-    try:
-        env = proc.environ()
-    except psutil.Error:
-        return "?"
-    return env.get("PMI_RANK") or env.get("OMPI_COMM_WORLD_RANK") or "?"
+    def dump_stacks(self, child: Child) -> None:
+        if self.hosts.several:
+            self.hosts.signal_stacks(child.outdir, TAG_VAR, child.tag)
 
+    def sweep(self, child: Child) -> None:
+        if self.hosts.several:  # the run's tagged processes, then what detached from them
+            self.hosts.probe_all("kill", TAG_VAR, child.tag)
+            self.hosts.end(remote_leftovers(self.hosts, child, observe.Seen()))
 
-class RankObserver(observe.Observer):
-    """The ranks: the processes two levels below mpiexec (its proxies, then theirs). Their CPU
-    time is not kept: MPICH ranks busy-wait, so it says nothing about where work ran."""
-
-    def __init__(self, child: Child, jobdir: Path, ranks: int):
-        super().__init__(child, jobdir)
-        self.nranks, self._scans = ranks, 0
-
-    def poll(self, case: int) -> None:
-        # still starting, or not yet exec'd (a launcher that names no rank: 100 looks)
-        if len(self.current.ranks) < self.nranks and self._scans < 100:
-            self._scans += 1
-            self._see_ranks(self.current)
-
-    def _see_ranks(self, seen: observe.Seen) -> None:
-        """A process caught between the proxy's fork and its exec has no rank in its
-        environment yet: it is labelled again at the next look."""
-        try:
-            top = psutil.Process(self.child.popen.pid)
-            for proxy in top.children():
-                for proc in proxy.children():
-                    rank = _rank(proc)
-                    seen.workers[proc.pid] = f"rank {rank} (pid {proc.pid})"
-                    if rank.isdigit():
-                        seen.ranks[int(rank)] = proc.pid
-        except psutil.Error:
-            pass
-
-    def finish_case(self) -> observe.Seen:
-        if len(self.current.ranks) < self.nranks:
-            self._see_ranks(self.current)
-        return super().finish_case()
-
-    def next_seen(self, seen: observe.Seen) -> observe.Seen:
-        return observe.Seen(workers=dict(seen.workers), ranks=dict(seen.ranks))
+    def stop(self) -> None:
+        if self.hosts.several:  # anything of this session's runs, on every host
+            self.hosts.probe_all("kill", OWNER_VAR, str(os.getpid()))

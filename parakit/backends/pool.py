@@ -42,6 +42,6 @@ class PoolObserver(observe.Observer):
                 continue
             cpu = observe.cpu_seconds(proc)
             if cpu is not None:
-                self.current.workers[proc.pid] = f"pool worker (pid {proc.pid})"
-                self.current.cpu[proc.pid] = cpu
+                self.current.workers[observe.here(proc.pid)] = f"pool worker (pid {proc.pid})"
+                self.current.cpu[observe.here(proc.pid)] = cpu
         self.set_caller_cpu(caller)

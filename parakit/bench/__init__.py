@@ -25,6 +25,7 @@ from pathlib import Path
 from parakit import KIT_ROOT, workloads
 from parakit.bench import plots, report
 from parakit.bench.runner import Plan, default_workers, fresh_jobs_folder, run
+from parakit.controller.hosts import Hosts
 from parakit.controller.runtime import Target
 
 __all__ = ["Plan", "add_arguments", "main", "plan_from", "run"]
@@ -61,6 +62,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "'mpirun --hostfile hosts' (default: the mpiexec next to this Python)")
     p.add_argument("--ipp-connect", metavar="FILE", help="use an existing ipyparallel cluster "
                    "(its ipcontroller-client.json) instead of starting one")
+    p.add_argument("--hosts", default="", help="run MPI ranks and ipyparallel engines on these "
+                   "hosts, e.g. node1:2,node2:2 (--out must then be a folder they all see at "
+                   "the same path); the pool stays on this machine")
+    p.add_argument("--hostfile", default="", help="the hosts in a file, HOST[:SLOTS] per line")
+    p.add_argument("--remote-shell", default="ssh", help="how to run a command on a host "
+                   "(default: %(default)s)")
+    p.add_argument("--remote-copy", default="scp", help="how ipyparallel copies engine logs "
+                   "back (default: %(default)s)")
     p.add_argument("--out", default="bench-results", help="JSON, PNGs and logs "
                    "(default: %(default)s)")
     p.add_argument("--data", help="where generated inputs are kept (default: OUT/data)")
@@ -91,10 +100,11 @@ def plan_from(args: argparse.Namespace) -> Plan:
     if args.repeat < 1:
         raise ValueError("--repeat must be 1 or more")
     target = args.target or ("reference" if (KIT_ROOT / "reference").is_dir() else "student")
-    out = Path(args.out)
+    out = Path(args.out).resolve()
+    hosts = Hosts.parse(args.hosts, args.hostfile, args.remote_shell, args.remote_copy)
     return Plan(names, {n: sizes[n] for n in names}, args.workers, backends, args.repeat,
                 Target.resolve(target), out, Path(args.data) if args.data else out / "data",
-                args.timeout, args.mpiexec, args.ipp_connect, not args.no_contrasts)
+                args.timeout, args.mpiexec, args.ipp_connect, not args.no_contrasts, hosts)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -107,6 +117,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"parakit bench: {plan.target.display}, workers {','.join(map(str, plan.workers))}, "
           f"{plan.repeat} run(s) per point, {os.cpu_count()} CPUs; results in {plan.out}/",
           flush=True)
+    if plan.hosts.several:
+        print(f"parakit bench: MPI ranks and ipyparallel engines on {plan.hosts.describe()}; "
+              "the pool and the serial baseline on this machine", flush=True)
     try:
         document = run(plan)
     except KeyboardInterrupt:

@@ -62,12 +62,14 @@ def worker_ratio(row) -> float | None:
     return imbalance(work) if work and sum(work) > 0 else None
 
 
-def attach_work(row, pids: list[int], trace_dir: Path) -> None:
-    """Each worker's work units, from the trace of one run, in pid order."""
-    units: dict[int, float] = defaultdict(float)
+def attach_work(row, workers: list[list], trace_dir: Path) -> None:
+    """Each worker's work units, from the trace of one run, in the order of ``workers``
+    ([host, pid] each: pids repeat across hosts), and each worker's host."""
+    units: dict[tuple[str, int], float] = defaultdict(float)
     for rec in trace.read(trace_dir):
-        units[rec.pid] += rec.units
-    row.worker_work = [units[p] for p in pids]
+        units[rec.where] += rec.units
+    row.worker_work = [units[(host, pid)] for host, pid in workers]
+    row.worker_hosts = [host for host, _ in workers]
 
 
 def label(row: dict) -> str:

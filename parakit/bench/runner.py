@@ -19,6 +19,7 @@ from pathlib import Path
 
 from parakit import KIT_ROOT, backends, workloads
 from parakit.bench import report
+from parakit.controller.hosts import Hosts
 from parakit.controller.launch import Child
 from parakit.controller.runtime import Target, child_env
 
@@ -38,6 +39,7 @@ class Measured:
     error: str = ""
     contrast: bool = False
     worker_work: list[float] = field(default_factory=list)  # traced runs: work units per worker
+    worker_hosts: list[str] = field(default_factory=list)  # traced runs: the host of each
     speedup: float | None = None
     efficiency: float | None = None
 
@@ -66,6 +68,7 @@ class Plan:
     mpiexec: str | None  # a launch command (--mpiexec); None: the mpiexec next to python
     ipp_connect: str | None
     contrasts: bool
+    hosts: Hosts = field(default_factory=Hosts)  # where ranks and engines run
 
     @property
     def contrast_workers(self) -> int:
@@ -95,7 +98,7 @@ class Runner:
     def __init__(self, plan: Plan):
         self.plan = plan
         self.backends = backends.session(max(plan.workers), plan.out / "jobs", plan.mpiexec,
-                                         plan.ipp_connect)
+                                         plan.ipp_connect, hosts=plan.hosts)
         self.cluster_seconds: float | None = None
         self.count = 0
 
@@ -153,7 +156,8 @@ class Runner:
         try:
             code = child.wait(self.plan.timeout)
         finally:
-            child.stop()  # nothing of the job may outlive it (also on Ctrl-C)
+            child.stop()  # nothing of the job may outlive it (also on Ctrl-C), on any host
+            backend.sweep(child)
         if code is None:
             backend.failed()
             return f"timed out after {self.plan.timeout:g} s (--timeout)"
@@ -210,7 +214,9 @@ def run(plan: Plan) -> dict:
                     "platform": platform.platform(), "node": platform.node()},
         "plan": {"workloads": plan.workloads, "sizes": plan.sizes, "workers": plan.workers,
                  "backends": plan.backends, "repeat": plan.repeat,
-                 "target": plan.target.display, "mpiexec": " ".join(runner.backends["mpi"].launcher)
+                 "target": plan.target.display,
+                 "hosts": ",".join(f"{h}:{n}" for h, n in plan.hosts.slots),
+                 "mpiexec": " ".join(runner.backends["mpi"].launcher)
                  if "mpi" in plan.backends else ""},
         "cluster_start_seconds": runner.cluster_seconds,
         "results": [r.as_dict() for r in results],

@@ -28,6 +28,7 @@ def _catalogue(path: Path = CATALOGUE) -> list:
     sys.path.insert(0, str(KIT))  # the catalogue builds its entries with tests/helpers.py
     spec = importlib.util.spec_from_file_location("parakit_catalogue", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.CATALOGUE
 

@@ -104,7 +104,7 @@ def measure(evidence: Evidence, spec: Spec, workers: int) -> Measures:
     """The measures of one run from its valid records (the calling process's are left out:
     the trace test fails them)."""
     work_of_row = row_work(spec)
-    by_pid = {pid: recs for pid, recs in evidence.by_pid().items() if pid != evidence.caller}
+    by_pid = {p: recs for p, recs in evidence.by_process().items() if p != evidence.caller}
     m = Measures(expected=workers)
     if not by_pid:
         return m

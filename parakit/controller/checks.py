@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parakit.controller.jobs import FINAL, Outcome
+from parakit.controller.outcome import FINAL, Outcome
 
 
 def fail(message: str) -> None:

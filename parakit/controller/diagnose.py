@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 from parakit.controller.launch import Child
+from parakit.controller.observe import HOST
 from parakit.controller.runtime import Target, read_job_file
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
@@ -27,6 +28,9 @@ def read_stacks(jobdir: Path, target: Target) -> str:
         if len(text) < 2:
             continue
         label, frames = text[0], [m for m in map(_FRAME.search, text[1:]) if m]
+        host = path.stem.removeprefix("stack-").rpartition("-")[0]
+        if host and host != HOST:
+            label += f" on {host}"
         if not frames:
             continue
         inside = [m for m in frames if Path(m["file"]).resolve().is_relative_to(target.directory)]

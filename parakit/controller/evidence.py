@@ -26,7 +26,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from parakit.controller.jobs import Outcome
+from parakit.controller import observe
+from parakit.controller.observe import Proc
+from parakit.controller.outcome import Outcome
 from problems.mandelbrot import Spec, row_work, serial_image, spec_digest
 from problems.mandelbrot import row_digests as mandelbrot_rows
 from problems.matmul import matrix_digest
@@ -51,29 +53,31 @@ class Evidence:
 
     valid: list[Record] = field(default_factory=list)
     rejected: dict[str, list[Record]] = field(default_factory=dict)  # reason -> records
-    caller: int | None = None  # pid of the calling process (pool, ipp), None for MPI
-    workers: dict[int, str] = field(default_factory=dict)  # known workers: pid -> label
+    caller: Proc | None = None  # the calling process (pool, ipp), None for MPI
+    workers: dict[Proc, str] = field(default_factory=dict)  # known workers -> label
 
-    def by_pid(self) -> dict[int, list[Record]]:
-        out: dict[int, list[Record]] = defaultdict(list)
+    def by_process(self) -> dict[Proc, list[Record]]:
+        """The valid records of each process, keyed by (host, pid)."""
+        out: dict[Proc, list[Record]] = defaultdict(list)
         for r in self.valid:
-            out[r.pid].append(r)
+            out[r.where].append(r)
         return dict(out)
 
-    def label(self, pid: int) -> str:
-        if pid == self.caller:
-            return f"the calling process (pid {pid})"
-        return self.workers.get(pid, f"pid {pid}")
+    def label(self, proc: Proc) -> str:
+        if proc == self.caller:
+            return f"the calling process ({observe.describe(proc)})"
+        return self.workers.get(proc, observe.describe(proc))
 
     def rejections(self) -> str:
         """One sentence per reason records were not counted ('' if all counted)."""
         parts = []
         for why, records in self.rejected.items():
-            pids = sorted({r.pid for r in records})
-            shown = ", ".join(map(str, pids[:4])) + (", ..." if len(pids) > 4 else "")
+            procs = sorted({r.where for r in records})
+            shown = ", ".join(map(observe.describe, procs[:4])) + (", ..." if len(procs) > 4
+                                                                    else "")
             if why == FORGED:
                 parts.append(f"{len(records)} trace record(s) come from processes that are "
-                             f"not workers of this run (pid {shown}): the grader counts only "
+                             f"not workers of this run ({shown}): the grader counts only "
                              "work done by the kit's kernel in the workers it gave you (the "
                              "comm's ranks, the pool's workers, the view's engines), not in "
                              "processes you started yourself, nor records written by hand")
@@ -92,7 +96,7 @@ def sort_records(outcome: Outcome, kernel: str, backend: str,
     for record in outcome.records:
         if record.kernel != kernel:
             continue
-        if evidence.workers and record.pid not in known:
+        if evidence.workers and record.where not in known:
             why = FORGED  # no worker known (a user's own cluster): pids cannot be checked
         else:
             why = unbound(record)

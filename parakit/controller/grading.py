@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from parakit.controller import diagnose
-from parakit.controller.jobs import CRASHED, TIMEOUT, Outcome, run_job
+from parakit.controller.jobs import run_job
 from parakit.controller.launch import Child
+from parakit.controller.outcome import CRASHED, TIMEOUT, Outcome
 from parakit.controller.runtime import Runtime, child_env, hand_over, read_job_file
 from parakit.worker import MISSING_MODULE, NOT_IMPLEMENTED, OK
 
@@ -36,6 +37,7 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
                            user=rt.run_as)
     code = child.wait(rt.timeout)
     child.stop()
+    rt.backends["mpi"].sweep(child)  # what is left of it on other hosts
     stdout = read_job_file(jobdir / "stdout.txt")
     shown = f"mpiexec -n {ranks} python -m {rt.target.package}.{module}"
     if code is None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pickle
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,47 +20,13 @@ from parakit import wire
 from parakit.backends.base import Backend, BackendError
 from parakit.controller import diagnose, observe, proctree
 from parakit.controller.launch import Child
+from parakit.controller.outcome import CRASHED, FINAL, TIMEOUT, Outcome
 from parakit.controller.runtime import Runtime, child_env, hand_over
-from parakit.worker import (
-    ERROR,
-    IMPORT_ERROR,
-    LEAKED,
-    LIMIT,
-    MISSING_FUNCTION,
-    MISSING_MODULE,
-    NOT_IMPLEMENTED,
-    OK,
-    RUNNER_ABORT,
-)
+from parakit.worker import ERROR, LEAKED, LIMIT, OK, RUNNER_ABORT
 from problems import trace
 
-TIMEOUT, CRASHED = "timeout", "crashed"
-# Failures that will repeat identically for every later case: no point restarting for them.
-FINAL = {NOT_IMPLEMENTED, MISSING_MODULE, MISSING_FUNCTION, IMPORT_ERROR}
 RUNNER = "parakit.worker.grade"
 _POLL = 0.005  # seconds between looks at a running child
-
-
-@dataclass
-class Outcome:
-    """What one case of a graded call produced."""
-
-    status: str  # ok, not_implemented, error, missing_*, import_error, crashed, timeout
-    message: str = ""
-    values: dict[int, Any] = field(default_factory=dict)  # rank (0 for pool/ipp) -> value
-    pids: dict[int, int] = field(default_factory=dict)  # rank -> pid (0: the calling process)
-    records: list[trace.Record] = field(default_factory=list)
-    details: str = ""  # traceback, stacks, output tail: what a student needs to dig in
-    seconds: float = 0.0
-    seen: observe.Seen = field(default_factory=lambda: observe.Seen())  # from outside
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    @property
-    def value(self) -> Any:
-        return self.values.get(0)
 
 
 class Job:
@@ -140,6 +105,7 @@ class Job:
                 break
             if time.monotonic() > deadline:
                 child.dump_stacks(also=self.backend.engines)
+                self.backend.dump_stacks(child)
                 outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
                 break
             time.sleep(_POLL)
@@ -147,8 +113,9 @@ class Job:
         # own processes (stuck pool workers, aborting ranks) are still being torn down.
         orderly = bool(outcomes) and outcomes[-1].status not in (TIMEOUT, CRASHED) and \
             (not self.mpi or outcomes[-1].ok)
-        left = self._leftovers(child) if orderly else []
+        left = self._leftovers(child, outcomes[-1].seen) if orderly else []
         child.stop()  # with every process that appeared below the grader since it started
+        self.backend.sweep(child)  # and what is left of it on other hosts
         if left:
             self._fail_leaked(outcomes, left)
         note = child.note_truncation()
@@ -195,10 +162,10 @@ class Job:
         except wire.WireError as exc:
             return Outcome(ERROR, f"{self.spec['function']} returned a value the grader cannot "
                                   f"read: {exc}", records=records)
-        if self.mpi:
-            pids = {r: res["pid"] for r, res in results.items()}
-        else:  # the process the harness started runs the call: known from outside
-            pids = {0: child.popen.pid}
+        if self.mpi:  # as the ranks say, until the observer has seen them (_run_child)
+            pids = {r: (res["host"], res["pid"]) for r, res in results.items()}
+        else:  # the process the job started runs the call: known from outside
+            pids = {0: observe.here(child.popen.pid)}
         return Outcome(OK, values=values, pids=pids, records=records)
 
     def _aborted_elsewhere(self, child: Child, failed: Outcome) -> Outcome:
@@ -232,12 +199,14 @@ class Job:
         return (f"modified its input argument {j + 1} ({type(args[j]).__name__}) in place; "
                 "work on a copy, the caller's data must stay as it was")
 
-    def _leftovers(self, child: Child) -> list[str]:
+    def _leftovers(self, child: Child, seen: observe.Seen) -> list[str]:
         """Processes the graded code started and left running ("pid cmdline"), found from
         outside: the child's tree, new descendants of the grader (orphans come back here, see
-        proctree.become_subreaper) and processes carrying its tag, less the child's own."""
+        proctree.become_subreaper) and processes carrying its tag, less the child's own; and
+        on other hosts, what the backend finds there."""
         own = child.own_processes(levels=self.backend.launcher_levels)
-        return [proctree.describe(p) for p in child.tree() if p.pid not in own]
+        local = [proctree.describe(p) for p in child.tree() if p.pid not in own]
+        return local + self.backend.leftovers(child, seen)
 
     def _fail_leaked(self, outcomes: list[Outcome], left: list[str]) -> None:
         """Every case of the run that returned fails: a process of the graded code outlived it
@@ -276,7 +245,8 @@ def _checked_record(data: dict, rank: int) -> dict:
               "traceback": str(data.get("traceback", ""))[:20000],
               "unsupported": bool(data.get("unsupported", False)),
               "value": data.get("value"),
-              "pid": data.get("pid") if isinstance(data.get("pid"), int) else -1}
+              "pid": data.get("pid") if isinstance(data.get("pid"), int) else -1,
+              "host": data.get("host") if isinstance(data.get("host"), str) else observe.HOST}
     digests = data.get("arg_digests")
     record["arg_digests"] = [d if isinstance(d, str) else None for d in digests] \
         if isinstance(digests, list) else []

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller.proctree import (
+    HOST,
     OWNER_VAR,
     PYTHON_NAMES,
     TAG_VAR,
@@ -158,7 +159,10 @@ class Child:
         ours = {p.pid for p in self.tree()} | set(also)
         for path in self.outdir.glob("stack-*.txt"):
             try:
-                pid = int(path.stem.removeprefix("stack-"))
+                host, _, number = path.stem.removeprefix("stack-").rpartition("-")
+                if host != HOST:  # another host's: the backend asks there
+                    continue
+                pid = int(number)
                 proc = psutil.Process(pid)
                 engine = proc.cmdline()[-2:] == ["-m", "ipyparallel.engine"]  # a user's own
                 if (pid in ours or engine) and proc.name().startswith(PYTHON_NAMES):

@@ -21,17 +21,32 @@ from pathlib import Path
 
 import psutil
 
+from parakit.controller import proctree
 from parakit.controller.launch import Child
+
+Proc = tuple[str, int]  # a process anywhere: (its host's name for itself, its pid there)
+HOST = proctree.HOST
+
+
+def here(pid: int) -> Proc:
+    """A process of this machine."""
+    return (HOST, pid)
+
+
+def describe(proc: Proc) -> str:
+    """``pid 123`` here, ``pid 123 on node2`` elsewhere."""
+    host, pid = proc
+    return f"pid {pid}" if host == HOST else f"pid {pid} on {host}"
 
 
 @dataclass
 class Seen:
-    """One case as observed: the job's workers (pid -> label) and CPU seconds per process."""
+    """One case as observed: the job's workers (-> label) and CPU seconds per process."""
 
-    workers: dict[int, str] = field(default_factory=dict)
-    cpu: dict[int, float] = field(default_factory=dict)  # worker pid -> CPU seconds in the case
+    workers: dict[Proc, str] = field(default_factory=dict)
+    cpu: dict[Proc, float] = field(default_factory=dict)  # worker -> CPU seconds in the case
     caller_cpu: float | None = None  # the calling process's CPU seconds in the case
-    ranks: dict[int, int] = field(default_factory=dict)  # MPI: rank -> pid, from the launcher
+    ranks: dict[int, Proc] = field(default_factory=dict)  # MPI: rank -> process, from outside
 
 
 def cpu_seconds(proc: psutil.Process) -> float | None:

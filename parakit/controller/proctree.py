@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import sys
 from collections.abc import Iterable, Mapping
 
 import psutil
 
+HOST = socket.gethostname()  # this machine, as the kit's trace records and stack files name it
 TAG_VAR = "PARAKIT_TAG"  # unique per started child: finds its whole tree
 OWNER_VAR = "PARAKIT_OWNER"  # pid of the grading process: finds orphans of a dead session
 PYTHON_NAMES = ("python", "python3")

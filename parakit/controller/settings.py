@@ -12,13 +12,14 @@ import pwd
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from parakit import KIT_ROOT
 from parakit.controller import reports
+from parakit.controller.hosts import Hosts, HostsError
 from parakit.controller.runtime import Limits, Target, child_env
 
 OPTIONS = {  # name: (default, help); the ini key is "grader_" + name with dashes as underscores
@@ -30,6 +31,16 @@ OPTIONS = {  # name: (default, help); the ini key is "grader_" + name with dashe
                     "next to python or on PATH, with the flags its MPI needs)"),
     "ipp-connect": ("", "client connection file of a running ipyparallel cluster (from "
                         "`ipcluster start -n X`) to use instead of starting one"),
+    "hosts": ("", "run MPI ranks and ipyparallel engines on these hosts, e.g. node1:2,node2:2 "
+                  "(HOST:SLOTS; reached with --remote-shell; needs --workdir); the pool stays "
+                  "on this machine (default: this machine only)"),
+    "hostfile": ("", "the hosts in a file, one HOST[:SLOTS] per line (MPICH's format)"),
+    "remote-shell": ("ssh", "how to run a command on a host: PROGRAM HOST COMMAND "
+                            "(default: ssh)"),
+    "remote-copy": ("scp", "how ipyparallel copies engine logs back from a host (default: scp)"),
+    "workdir": ("", "folder for the job folders (results, traces); with --hosts one that every "
+                    "host sees at the same path, e.g. in a shared home or scratch (default: "
+                    "the system's temporary folder)"),
     "grade-json": ("", "write Gradescope's results.json (score per test) to this path"),
     "classroom-json": ("", "write GitHub Classroom's runner result (version 3) to this path"),
     "hidden-tests": ("hidden", "directory of instructor-only grader tests, added to every run of "
@@ -65,6 +76,8 @@ class Settings:
     hidden_tests: Path | None = None  # instructor-only tests, if there are any
     hidden_visibility: str = "after_published"
     run_as: tuple[int, int] | None = None  # uid and gid the graded code runs as (--run-as)
+    hosts: Hosts = field(default_factory=Hosts)  # where ranks and engines run
+    workdir: Path | None = None  # where job folders go (None: the system's temporary folder)
 
     @property
     def worker_counts(self) -> list[int]:
@@ -143,7 +156,28 @@ def resolve_settings(config: pytest.Config) -> Settings:
                     limits=Limits(memory=_size(config, "memory-limit"),
                                   cpu=int(_number(config, "cpu-limit", int, 0)),
                                   output=_size(config, "output-limit")),
-                    run_as=_run_as(config))
+                    run_as=_run_as(config), **_placement(config))
+
+
+def _placement(config: pytest.Config) -> dict:
+    """--hosts / --hostfile, how to reach them, and the work folder they share."""
+    try:
+        hosts = Hosts.parse(option(config, "hosts")[0], option(config, "hostfile")[0],
+                            option(config, "remote-shell")[0], option(config, "remote-copy")[0])
+    except HostsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    value, source = option(config, "workdir")
+    workdir = Path(value).expanduser().resolve() if value else None
+    if workdir is not None and not workdir.is_dir():
+        raise pytest.UsageError(f"{source}={value!r}: no such folder")
+    if hosts.several and workdir is None:
+        raise pytest.UsageError(
+            "--hosts/--hostfile: give --workdir, a folder every host sees at the same path "
+            "(results and traces come back through it), e.g. in a shared home or scratch")
+    if hosts.several and option(config, "run-as")[0].strip():
+        raise pytest.UsageError("--run-as is for a single grading machine; it cannot be "
+                                "combined with --hosts")
+    return {"hosts": hosts, "workdir": workdir}
 
 
 def _run_as(config: pytest.Config) -> tuple[int, int] | None:

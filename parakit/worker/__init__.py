@@ -16,6 +16,7 @@ import faulthandler
 import os
 import resource
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -29,14 +30,19 @@ _stack_files: list = []  # keep the faulthandler files open for the life of the 
 
 
 def watch_stacks(jobdir: str | os.PathLike, label: str) -> None:
-    """Dump this process's stack to ``jobdir/stack-{pid}.txt`` when it receives SIGUSR1, so
-    that the controller can say where a hung run was before it kills it."""
-    path = Path(jobdir, f"stack-{os.getpid()}.txt")
+    """Dump this process's stack to ``jobdir/stack-{host}-{pid}.txt`` when it receives
+    SIGUSR1, so that the controller can say where a hung run was before it kills it."""
+    path = Path(jobdir, stack_file(os.getpid()))
     file = open(path, "w")  # noqa: SIM115  (must stay open: faulthandler writes to its fd)
     file.write(f"{label}\n")
     file.flush()
     _stack_files.append(file)
     faulthandler.register(signal.SIGUSR1, file=file, all_threads=False)
+
+
+def stack_file(pid: int) -> str:
+    """The name of a process's stack file: by host and pid (pids repeat across hosts)."""
+    return f"stack-{socket.gethostname()}-{pid}.txt"
 
 
 def apply_limits(memory: int = 0, cpu: int = 0) -> None:

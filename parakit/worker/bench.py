@@ -9,8 +9,8 @@ gets when graded (``parakit.worker.contexts``). It writes ``JOB.json``'s ``out``
   imports and ``MPI_Init`` under mpiexec; creating the pool; connecting to the cluster);
 - ``runs``: for every size, the wall seconds of each repetition of the call alone (MPI: between
   two barriers, on rank 0), and whether every result equals the serial one;
-- ``workers`` (Mandelbrot, with a trace directory): the pid of each worker, in order, after one
-  more, traced, run; the parent reads the trace to draw each worker's work.
+- ``workers`` (Mandelbrot, with a trace directory): each worker as [host, pid], in order, after
+  one more, traced, run; the parent reads the trace to draw each worker's work.
 
 A function that raises stops the job: the error is recorded for that size (MPI: written to
 ``out.error-RANK`` before ``MPI_Abort``, since the other ranks may be waiting on this one).
@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -144,7 +145,7 @@ def run_pool(job: dict) -> None:
         # One more run on a pool that traces, to see which worker did which rows.
         with contexts.pool(job["workers"], trace.set_directory, (job["trace"]["dir"],)) as pool:
             func(*_trace_args(job), pool)
-            result["workers"] = [p.pid for p in pool._pool]
+            result["workers"] = [[socket.gethostname(), p.pid] for p in pool._pool]
     _write(job, result)
 
 
@@ -186,7 +187,7 @@ def run_mpi(job: dict) -> None:
             trace.set_directory(job["trace"]["dir"])
             func(*_trace_args(job), comm)
             trace.set_directory(None)
-            workers = comm.gather(os.getpid(), root=0)
+            workers = comm.gather([socket.gethostname(), os.getpid()], root=0)
     except Exception as exc:  # noqa: BLE001
         # Say what went wrong before aborting: the other ranks may wait forever otherwise.
         Path(f"{job['out']}.error-{rank}").write_text(describe(exc))

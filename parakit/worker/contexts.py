@@ -57,8 +57,8 @@ def ipp_view(client, targets: list, balanced: bool):
 
 
 def engine_setup(sys_path: list[str], fresh: list[str], trace_dir: str | None,
-                 stacks: tuple[str, str] | None = None, preload: str | None = None) -> int:
-    """Run on each ipyparallel engine before a run; returns the engine's pid.
+                 stacks: tuple[str, str] | None = None, preload: str | None = None) -> list:
+    """Run on each ipyparallel engine before a run; returns the engine's [host, pid].
 
     ``sys_path`` entries first on the path (the graded package importable), the modules in
     ``fresh`` forgotten (imported again as they are on disk now), tracing into ``trace_dir``
@@ -70,6 +70,7 @@ def engine_setup(sys_path: list[str], fresh: list[str], trace_dir: str | None,
     import importlib
     import os
     import signal
+    import socket
     import sys
 
     from problems import trace
@@ -81,7 +82,7 @@ def engine_setup(sys_path: list[str], fresh: list[str], trace_dir: str | None,
         sys.modules.pop(name, None)
     trace.set_directory(trace_dir)
     if stacks is not None:
-        path = os.path.join(stacks[0], f"stack-{os.getpid()}.txt")
+        path = os.path.join(stacks[0], f"stack-{socket.gethostname()}-{os.getpid()}.txt")
         if getattr(sys, "_parakit_stack_path", None) != path:
             file = open(path, "w")  # noqa: SIM115  (kept open for faulthandler)
             file.write(f"{stacks[1]}\n")
@@ -91,7 +92,7 @@ def engine_setup(sys_path: list[str], fresh: list[str], trace_dir: str | None,
             faulthandler.register(signal.SIGUSR1, file=file, all_threads=False)
     if preload:
         importlib.import_module(preload)
-    return os.getpid()
+    return [socket.gethostname(), os.getpid()]
 
 
 def engine_untrace() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -99,7 +100,7 @@ def write_result(jobdir: str, case: int, rank: int, result: dict) -> None:
 
     A value with no data form becomes the call's failure ("returned an unsupported type").
     """
-    result = {"pid": os.getpid(), "rank": rank, **result}
+    result = {"pid": os.getpid(), "host": socket.gethostname(), "rank": rank, **result}
     if "value" in result:
         try:
             result["value"] = wire.encode(result["value"],

@@ -1,0 +1,199 @@
+"""The session's ipyparallel cluster: started once (or the user's own, connected to).
+
+The cluster is started on first use, restarted when a run leaves an engine stuck, and always
+stopped (``stop`` plus an atexit backstop).
+
+The grading process holds no client of the cluster once the engines are up: an ipyparallel
+client unpickles what engines send it, and the engines run graded code. Their namespaces are
+cleared by each graded child before its cases
+(``parakit.worker.grade.run_ipp``). With ``--run-as`` the
+engines run as that user (the controller, which runs no graded code, stays the grader's), and
+the client connection file is copied where that user can read it.
+
+Alternatively the user's own cluster (``ipcluster start -n X``) is used through its client
+connection file; then the grader never starts or stops anything.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from parakit.backends.base import BackendError
+from parakit.controller import observe, proctree
+from parakit.controller.hosts import Hosts
+from parakit.controller.runtime import child_env
+
+
+class SessionCluster:
+    """A lazily started cluster of ``n`` engines with a private IPython directory."""
+
+    def __init__(self, n: int, workdir: Path, connection_file: str | None = None,
+                 timeout: float = 120.0, run_as: tuple[int, int] | None = None,
+                 hosts: Hosts | None = None):
+        self.n, self.workdir, self.timeout = n, Path(workdir), timeout
+        self.run_as = run_as  # uid, gid the engines run as (--run-as); None: ours
+        self.hosts = hosts or Hosts()  # several: engines on them, over the remote shell
+        self.user_file = connection_file
+        self._cluster = None
+        self._client = None
+        self.start_seconds: float | None = None
+        self.engines: list[observe.Proc] = []  # the engines we started (none: a user's cluster)
+        self.needs_restart = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def connection_file(self) -> str:
+        """The client connection file; starts (or restarts) the cluster when needed."""
+        if self.user_file:
+            return self._user_connection()
+        if self.needs_restart:
+            self.stop()
+        if self._cluster is None:
+            self._start()
+        return self._file
+
+    def _user_connection(self) -> str:
+        path = Path(self.user_file).expanduser()
+        if not path.is_file():
+            raise BackendError(f"--ipp-connect {self.user_file}: no such connection file (start "
+                               "a cluster with `ipcluster start -n 4`; its file is "
+                               "~/.ipython/profile_default/security/ipcontroller-client.json)")
+        return str(path)
+
+    def _start(self) -> None:
+        import ipyparallel as ipp
+        from traitlets.config import Config
+
+        ipython_dir = self.workdir / "ipython"
+        env = {"IPYTHONDIR": str(ipython_dir), proctree.OWNER_VAR: str(os.getpid()),
+               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "MPLBACKEND": "Agg", "PYTHONPATH": _kit_pythonpath()}
+        config = Config()
+        config.LocalControllerLauncher.environment = env
+        config.LocalEngineSetLauncher.environment = env
+        if self.hosts.several:
+            self._engines_on_hosts(config, env)
+        if self.run_as is not None:
+            home = self.workdir / "engine-home"  # a HOME the engines' user can write
+            home.mkdir(exist_ok=True)
+            os.chown(home, *self.run_as)
+            config.LocalEngineSetLauncher.environment = {**env, "HOME": str(home)}
+            config.LocalEngineSetLauncher.engine_cmd = as_user(
+                [sys.executable, "-m", "ipyparallel.engine"], *self.run_as)
+        begin = time.perf_counter()
+        where = {"engine_launcher_class": "ssh", "controller_ip": "*"} \
+            if self.hosts.several else {}
+        cluster = ipp.Cluster(n=self.n, profile_dir=str(ipython_dir / "profile_parakit"),
+                              config=config, shutdown_atexit=True, log_level=50, **where)
+        self._cluster = cluster
+        atexit.register(self.stop)
+        try:
+            self._client = cluster.start_and_connect_sync()
+            self._client.wait_for_engines(self.n, timeout=self.timeout)
+        except Exception as exc:
+            self.stop()
+            raise BackendError(f"the ipyparallel cluster did not start ({exc}); see the logs in "
+                               f"{ipython_dir}") from exc
+        finally:  # no client of ours while engines run graded code (see the module's doc)
+            client, self._client = self._client, None
+            if client is not None:
+                client.close()
+        self._file = str(Path(cluster.profile_dir, "security",
+                              f"ipcontroller-{cluster.cluster_id}-client.json"))
+        if self.run_as is not None:  # the security folder is the grader's only
+            readable = self.workdir / f"ipcontroller-{cluster.cluster_id}-client.json"
+            shutil.copyfile(self._file, readable)
+            readable.chmod(0o644)
+            self._file = str(readable)
+        self.start_seconds = time.perf_counter() - begin
+        self.engines = self._remote_engines(cluster) if self.hosts.several else \
+            [observe.here(pid) for pid in _engine_processes()]
+        self.needs_restart = False
+
+    @property
+    def owned(self) -> bool:
+        """Whether the grader started this cluster (it may clear its engines)."""
+        return not self.user_file
+
+    def stop(self) -> None:
+        """Stop the controller and engines (TERM, wait, KILL) if we started them."""
+        cluster, self._cluster = self._cluster, None
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        if cluster is None:
+            return
+        try:
+            cluster.stop_cluster_sync()
+        except Exception:  # noqa: BLE001  (we kill below whatever did not stop)
+            pass
+        # Backstop: anything launched with our owner tag and our profile goes, on every host.
+        procs = [p for p in proctree.tagged(proctree.OWNER_VAR, str(os.getpid()))
+                 if _is_cluster_process(p)]
+        proctree.terminate(procs)
+        if self.hosts.several:
+            self.hosts.probe_all("kill", proctree.OWNER_VAR, str(os.getpid()))
+
+    def _engines_on_hosts(self, config, env: dict) -> None:
+        """ipyparallel's SSH launcher: the engines spread over the hosts as MPI ranks would
+        be, reached with the remote shell; the profile (with the connection files) is in the
+        work folder, which every host shares, so nothing is copied there."""
+        config.SSHEngineSetLauncher.engines = self.hosts.counts(self.n)
+        config.SSHLauncher.ssh_cmd = list(self.hosts.remote_shell)
+        config.SSHLauncher.scp_cmd = list(self.hosts.remote_copy)
+        config.SSHLauncher.remote_python = sys.executable
+        config.SSHLauncher.to_send = []
+        config.SSHEngineLauncher.to_send = []
+        config.SSHEngineSetLauncher.environment = env
+
+    def _remote_engines(self, cluster) -> list[observe.Proc]:
+        """The engines' (host, pid) as their hosts name themselves (the launcher knows the
+        pids: what its remote shell echoed)."""
+        names = self.hosts.self_names()
+        return sorted((names.get(launcher.hostname, launcher.hostname), int(launcher.pid))
+                      for launcher_set in cluster.engines.values()
+                      for launcher in getattr(launcher_set, "launchers", {}).values())
+
+
+def _engine_processes() -> list[int]:
+    """Pids of the engines among this process's children (where graded tasks run; not their
+    nannies, which only watch them)."""
+    found = []
+    for proc in psutil.Process().children():
+        try:
+            cmd = proc.cmdline()
+        except psutil.Error:
+            continue
+        if cmd[-2:] == ["-m", "ipyparallel.engine"]:
+            found.append(proc.pid)
+    return sorted(found)
+
+
+def _is_cluster_process(proc) -> bool:
+    try:
+        cmd = " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001
+        return False
+    return "ipyparallel" in cmd or "ipengine" in cmd or "ipcontroller" in cmd
+
+
+# Drop to a user, then run the command (``setpriv --reuid --regid --clear-groups``, in Python).
+_AS_USER = ("import os, sys; uid, gid = int(sys.argv[1]), int(sys.argv[2]); os.setgroups([]); "
+            "os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid); "
+            "os.execv(sys.argv[3], sys.argv[3:])")
+
+
+def as_user(cmd: list[str], uid: int, gid: int) -> list[str]:
+    """``cmd`` run as user ``uid`` with group ``gid`` and no supplementary groups (the process
+    keeps its pid: the launcher's signals reach the command itself)."""
+    return [sys.executable, "-c", _AS_USER, str(uid), str(gid), *cmd]
+
+
+def _kit_pythonpath() -> str:
+    return child_env()["PYTHONPATH"]

@@ -1,0 +1,123 @@
+"""Watching MPI ranks from outside: below mpiexec on this machine, or on every host of a
+cluster through the remote shell (``parakit.controller.probe``), by the tag every process of a
+run inherits (the launchers pass the environment on to the ranks)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+
+from parakit.controller import observe
+from parakit.controller.hosts import Hosts
+from parakit.controller.launch import Child
+from parakit.controller.proctree import TAG_VAR
+
+PROXIES = ("hydra_pmi_proxy", "orted", "prted")  # the launchers' per-host processes
+LOOK_EVERY = 0.3  # seconds between looks at remote hosts while ranks are missing
+MAX_LOOKS = 100
+
+
+def _rank(proc: psutil.Process) -> str:
+    """The MPI rank a launcher gave a process (its initial environment), or '?'."""
+    try:
+        env = proc.environ()
+    except psutil.Error:
+        return "?"
+    return env.get("PMI_RANK") or env.get("OMPI_COMM_WORLD_RANK") or "?"
+
+
+class RankObserver(observe.Observer):
+    """The ranks: the processes two levels below mpiexec (its proxies, then theirs). Their CPU
+    time is not kept: MPICH ranks busy-wait, so it says nothing about where work ran."""
+
+    def __init__(self, child: Child, jobdir: Path, ranks: int):
+        super().__init__(child, jobdir)
+        self.nranks, self._scans = ranks, 0
+
+    def poll(self, case: int) -> None:
+        # still starting, or not yet exec'd (a launcher that names no rank: 100 looks)
+        if len(self.current.ranks) < self.nranks and self._scans < 100:
+            self._scans += 1
+            self._see_ranks(self.current)
+
+    def _see_ranks(self, seen: observe.Seen) -> None:
+        """A process caught between the proxy's fork and its exec has no rank in its
+        environment yet: it is labelled again at the next look."""
+        try:
+            top = psutil.Process(self.child.popen.pid)
+            for proxy in top.children():
+                for proc in proxy.children():
+                    rank = _rank(proc)
+                    seen.workers[observe.here(proc.pid)] = f"rank {rank} (pid {proc.pid})"
+                    if rank.isdigit():
+                        seen.ranks[int(rank)] = observe.here(proc.pid)
+        except psutil.Error:
+            pass
+
+    def finish_case(self) -> observe.Seen:
+        if len(self.current.ranks) < self.nranks:
+            self._see_ranks(self.current)
+        return super().finish_case()
+
+    def next_seen(self, seen: observe.Seen) -> observe.Seen:
+        return observe.Seen(workers=dict(seen.workers), ranks=dict(seen.ranks))
+
+
+def _ranks_on(procs: list[dict]) -> dict[int, int]:
+    """rank -> pid of the processes the launcher started as ranks: tagged with a rank, and
+    not below another process with a rank (a rank's own children inherit its variables)."""
+    ranked = {p["pid"]: p for p in procs if str(p.get("rank") or "").isdigit()}
+    return {int(p["rank"]): pid for pid, p in ranked.items() if p["ppid"] not in ranked}
+
+
+class RemoteRankObserver(observe.Observer):
+    """The ranks on every host of the cluster: found by the run's tag, through the remote
+    shell, until all are seen (rank numbers from the launcher's ``PMI_RANK``)."""
+
+    def __init__(self, child: Child, jobdir: Path, ranks: int, hosts: Hosts):
+        super().__init__(child, jobdir)
+        self.nranks, self.hosts = ranks, hosts
+        self._looks, self._last = 0, 0.0
+
+    def poll(self, case: int) -> None:
+        if len(self.current.ranks) < self.nranks and self._looks < MAX_LOOKS \
+                and time.monotonic() - self._last > LOOK_EVERY:
+            self._look(self.current)
+
+    def _look(self, seen: observe.Seen) -> None:
+        self._looks += 1
+        self._last = time.monotonic()
+        for host, procs in self.hosts.probe_all("find", TAG_VAR, self.child.tag).items():
+            for rank, pid in _ranks_on(procs).items():
+                seen.ranks[rank] = (host, pid)
+                seen.workers[(host, pid)] = f"rank {rank} (pid {pid} on {host})"
+
+    def finish_case(self) -> observe.Seen:
+        if len(self.current.ranks) < self.nranks:
+            self._look(self.current)
+        return super().finish_case()
+
+    def next_seen(self, seen: observe.Seen) -> observe.Seen:
+        return observe.Seen(workers=dict(seen.workers), ranks=dict(seen.ranks))
+
+
+def remote_leftovers(hosts: Hosts, child: Child, seen: observe.Seen) -> dict[str, list[dict]]:
+    """Processes of the run still on the hosts after it returned, by host: started since the
+    run, with its tag or detached (an orphan), and neither a rank, nor a launcher's proxy,
+    nor the remote shell's processes that started a proxy."""
+    ranks = set(seen.ranks.values())
+    left = {}
+    for host, procs in hosts.probe_all("new", str(child.created), TAG_VAR, child.tag).items():
+        parent = {p["pid"]: p["ppid"] for p in procs}
+        own = {p["pid"] for p in procs if p["name"].startswith(PROXIES)}
+        for pid in list(own):  # the remote shell's processes above a proxy
+            while parent.get(pid) in parent:
+                pid = parent[pid]
+                own.add(pid)
+        own |= set(_ranks_on(procs).values()) | {pid for h, pid in ranks if h == host}
+        mine = [p for p in procs if p["pid"] not in own]
+        if mine:
+            left[host] = mine
+    return left

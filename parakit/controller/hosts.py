@@ -1,0 +1,177 @@
+"""The hosts MPI ranks and ipyparallel engines run on: this machine, or a list of hosts that
+the controller reaches with a remote shell (``ssh`` by default).
+
+Given with ``--hosts node1:2,node2:2`` or ``--hostfile FILE`` (MPICH's format: ``host[:slots]``
+per line, ``#`` comments), they place MPI ranks (``mpiexec -hosts`` / ``-f``, launched over the
+remote shell) and the session's ipyparallel engines (ipyparallel's SSH engine launcher).
+What the controller observes of a remote host (its ranks, engines, CPU times) and how it
+cleans up there goes through the same remote shell, by ``parakit.controller.probe``; every
+host must see the checkout, the Python and the work folder at the same paths.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parakit.controller.proctree import HOST
+
+PROBE_TIMEOUT = 30.0  # seconds a probe of one host may take
+
+
+class HostsError(ValueError):
+    """A host list or hostfile that cannot be used."""
+
+
+def _parse_entries(entries: list[str], where: str) -> tuple[tuple[str, int], ...]:
+    slots = []
+    for entry in entries:
+        name, _, count = entry.strip().partition(":")
+        if not name or any(c.isspace() for c in name):
+            raise HostsError(f"{where}: {entry!r} is not HOST or HOST:SLOTS")
+        try:
+            n = int(count) if count else 1
+        except ValueError:
+            raise HostsError(f"{where}: {entry!r}: SLOTS must be a whole number") from None
+        if n < 1:
+            raise HostsError(f"{where}: {entry!r}: SLOTS must be 1 or more")
+        slots.append((name, n))
+    if not slots:
+        raise HostsError(f"{where}: no host named")
+    return tuple(slots)
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """Where ranks and engines go; empty ``slots``: this machine only."""
+
+    slots: tuple[tuple[str, int], ...] = ()  # (host, slots), in order
+    hostfile: str = ""  # the file they came from (mpiexec reads it itself)
+    remote_shell: tuple[str, ...] = ("ssh",)
+    remote_copy: tuple[str, ...] = ("scp",)  # ipyparallel fetches engine logs with it
+    _self_names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, hosts: str = "", hostfile: str = "", remote_shell: str = "",
+              remote_copy: str = "") -> Hosts:
+        """From the options; HostsError names what is wrong."""
+        shell = tuple(shlex.split(remote_shell)) or ("ssh",)
+        copy = tuple(shlex.split(remote_copy)) or ("scp",)
+        if hosts and hostfile:
+            raise HostsError("give --hosts or --hostfile, not both")
+        if hosts:
+            return cls(_parse_entries(hosts.split(","), f"--hosts {hosts}"), "", shell, copy)
+        if hostfile:
+            path = Path(hostfile).expanduser()
+            try:
+                lines = path.read_text().splitlines()
+            except OSError as exc:
+                raise HostsError(f"--hostfile {hostfile}: {exc.strerror}") from None
+            entries = [ln.split("#", 1)[0].strip() for ln in lines]
+            return cls(_parse_entries([e for e in entries if e], f"--hostfile {hostfile}"),
+                       str(path.resolve()), shell, copy)
+        return cls((), "", shell, copy)
+
+    @property
+    def several(self) -> bool:
+        """Whether runs leave this machine."""
+        return bool(self.slots)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.slots]
+
+    def placement(self, ranks: int) -> list[str]:
+        """The host of each of ``ranks`` ranks as mpiexec places them: the hosts in order, each
+        filled up to its slots, then round again (MPICH's default)."""
+        order = [name for name, n in self.slots for _ in range(n)] or [HOST]
+        return [order[r % len(order)] for r in range(ranks)]
+
+    def counts(self, ranks: int) -> dict[str, int]:
+        """How many of ``ranks`` ranks (or engines) each host gets."""
+        out: dict[str, int] = {}
+        for host in self.placement(ranks):
+            out[host] = out.get(host, 0) + 1
+        return out
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} ({n} slot{'s' * (n > 1)})" for name, n in self.slots) \
+            or f"this machine ({HOST})"
+
+    # -- reaching a host --------------------------------------------------------------------
+    def command(self, host: str, argv: list[str]) -> list[str]:
+        """``argv`` run on ``host`` through the remote shell (``ssh host -- 'argv'``)."""
+        return [*self.remote_shell, host, "--", shlex.join(argv)]
+
+    def probe(self, host: str, *args: str) -> tuple[str, object]:
+        """Run ``parakit.controller.probe ARGS`` on ``host``: (its name for itself, answer);
+        HostsError if the host cannot be reached."""
+        argv = [sys.executable, "-m", "parakit.controller.probe", *args]
+        try:
+            done = subprocess.run(self.command(host, argv), capture_output=True, text=True,
+                                  timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+            data = json.loads(done.stdout.strip().splitlines()[-1])
+            return str(data["host"]), data["answer"]
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError, KeyError) as exc:
+            raise HostsError(f"cannot reach {host} with {' '.join(self.remote_shell)}: "
+                             f"{exc}") from None
+
+    def probe_all(self, *args: str) -> dict[str, object]:
+        """The probe on every host at once; of those that answer, their name for themselves
+        -> answer."""
+        def one(host: str) -> tuple[str, object] | None:
+            try:
+                return self.probe(host, *args)
+            except HostsError:
+                return None
+
+        with ThreadPoolExecutor(max_workers=min(16, len(self.names) or 1)) as pool:
+            return dict(found for found in pool.map(one, self.names) if found is not None)
+
+    def self_names(self) -> dict[str, str]:
+        """Each host's name for itself (as trace records, stack files and probes give it;
+        ``--hosts`` may use another, e.g. a short one), by how it is reached. Probed once."""
+        if not self._self_names:
+            for host in self.names:
+                try:
+                    self._self_names[host] = self.probe(host, "cpu")[0]
+                except HostsError:
+                    self._self_names[host] = host
+        return dict(self._self_names)
+
+    def address(self, name: str) -> str:
+        """How to reach the host that calls itself ``name``."""
+        return next((a for a, n in self.self_names().items() if n == name), name)
+
+    def signal_stacks(self, outdir: Path, var: str, value: str) -> None:
+        """Ask the processes on other hosts that registered a stack file in ``outdir``
+        (``stack-{host}-{pid}.txt``) and carry ``var=value`` for their stacks (SIGUSR1)."""
+        by_host: dict[str, list[str]] = {}
+        for path in outdir.glob("stack-*.txt"):
+            host, _, pid = path.stem.removeprefix("stack-").rpartition("-")
+            if host and host != HOST and pid.isdigit():
+                by_host.setdefault(host, []).append(pid)
+        for host, pids in by_host.items():
+            try:
+                self.probe(self.address(host), "signal", "SIGUSR1", var, value, *pids)
+            except HostsError:
+                pass
+
+    def end(self, left: dict[str, list[dict]]) -> None:
+        """End the processes of ``left`` (by host, as the probe described them)."""
+        for host, procs in left.items():
+            try:
+                self.probe(self.address(host), "killpids", *(str(p["pid"]) for p in procs))
+            except HostsError:
+                pass
+
+
+def describe_left(left: dict[str, list[dict]]) -> list[str]:
+    """"pid command on host" for each process left on the hosts."""
+    return [f"{p['pid']} {p['cmdline'][:80]} on {host}" for host, procs in left.items()
+            for p in procs]

@@ -1,0 +1,171 @@
+"""What the controller asks a host about its processes, run on that host by the remote shell.
+
+``python -m parakit.controller.probe ACTION ...`` prints one JSON object: the host's name for
+itself and the answer. It runs on a host of the cluster (through ``ssh HOST``), outside every
+graded process, and reads that host's process table, as ``psutil`` does on this machine:
+
+- ``find VAR VALUE``: the processes whose environment has ``VAR=VALUE`` (the kit tags every
+  process it starts, and what they start inherits it): pid, parent, name, MPI rank (the
+  launcher's ``PMI_RANK``), CPU seconds;
+- ``new SINCE VAR VALUE...``: the processes of this user started at ``SINCE`` (epoch seconds)
+  or later that carry one of the tags, or that are orphans (their parent is the host's init:
+  what detached itself, with its environment emptied, ends there), as ``find`` describes them;
+- ``killpids PID...``: end those processes, if they are this user's;
+- ``cpu PID...``: CPU seconds of each process still there;
+- ``signal SIGNAL VAR VALUE PID...``: send SIGNAL to those of the PIDs that are Python
+  processes so tagged (stack dumps: a process without a handler would end);
+- ``kill VAR VALUE``: end the processes so tagged (TERM, a short wait, KILL).
+
+It imports only the standard library and psutil: it must run before anything else of the kit
+on a host that merely shares the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+import psutil
+
+
+def _tagged(var: str, value: str) -> list[psutil.Process]:
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(var) == value:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _cpu(proc: psutil.Process) -> float | None:
+    try:
+        times = proc.cpu_times()
+        return times.user + times.system
+    except psutil.Error:
+        return None
+
+
+def _describe(proc: psutil.Process) -> dict:
+    env = proc.environ()
+    return {"pid": proc.pid, "ppid": proc.ppid(), "name": proc.name(),
+            "rank": env.get("PMI_RANK") or env.get("OMPI_COMM_WORLD_RANK"),
+            "cpu": _cpu(proc), "cmdline": " ".join(proc.cmdline())[:200]}
+
+
+def _described(procs) -> list[dict]:
+    out = []
+    for proc in procs:
+        try:
+            out.append(_describe(proc))
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def find(var: str, value: str) -> list[dict]:
+    return _described(_tagged(var, value))
+
+
+def new(since: float, tags: dict[str, str]) -> list[dict]:
+    me = psutil.Process()
+    mine = {me.pid, *(p.pid for p in me.parents())}  # this probe and the shell that runs it
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid in mine or proc.uids().real != os.getuid() \
+                    or proc.create_time() < since - 1.0:
+                continue
+            env = proc.environ()
+            if proc.ppid() == 1 or any(env.get(var) == value for var, value in tags.items()):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return _described(found)
+
+
+def killpids(pids: list[int]) -> list[int]:
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.uids().real == os.getuid():
+                procs.append(proc)
+        except psutil.Error:
+            continue
+    return _end(procs)
+
+
+def cpu(pids: list[int]) -> dict[str, float]:
+    out = {}
+    for pid in pids:
+        try:
+            seconds = _cpu(psutil.Process(pid))
+        except psutil.Error:
+            seconds = None
+        if seconds is not None:
+            out[str(pid)] = seconds
+    return out
+
+
+def send(signum: int, var: str, value: str, pids: list[int]) -> list[int]:
+    sent = []
+    for proc in _tagged(var, value):
+        try:
+            if proc.pid in pids and proc.name().startswith(("python", "python3")):
+                proc.send_signal(signum)
+                sent.append(proc.pid)
+        except psutil.Error:
+            continue
+    return sent
+
+
+def kill(var: str, value: str) -> list[int]:
+    return _end(_tagged(var, value))
+
+
+def _end(procs: list[psutil.Process]) -> list[int]:
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=1.0)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    return [p.pid for p in procs]
+
+
+def main(argv: list[str]) -> int:
+    action, *args = argv
+    if action == "find":
+        answer: object = find(args[0], args[1])
+    elif action == "cpu":
+        answer = cpu([int(a) for a in args])
+    elif action == "signal":
+        answer = send(getattr(signal, args[0]), args[1], args[2], [int(a) for a in args[3:]])
+    elif action == "kill":
+        answer = kill(args[0], args[1])
+    elif action == "new":
+        answer = new(float(args[0]), dict(zip(args[1::2], args[2::2], strict=True)))
+    elif action == "killpids":
+        answer = killpids([int(a) for a in args])
+    else:
+        print(f"probe: unknown action {action}", file=sys.stderr)
+        return 2
+    print(json.dumps({"host": socket.gethostname(), "answer": answer}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
