@@ -51,7 +51,7 @@ CATALOGUE: list[Broken] = [
                        "    if MPI.COMM_WORLD.Get_rank() == 0:\n"
                        "        print(greeting(MPI.COMM_WORLD), flush=True)")]},
            ("test_hello_program[P2]", "test_hello_program[P3]", "test_hello_program[P4]"),
-           "printed 1 lines"),
+           "printed 1 greetings"),
     Broken("matmul_wrong_product", "matmul",
            {"matmul": [(_IMPORT_MULTIPLY,
                         "from problems.matmul import multiply as _multiply\n\n\n"
@@ -417,7 +417,7 @@ def _forge(spec, image, pids=None):
             pid = pids[k % len(pids)] if pids else 999999 + k % 4
             f.write(json.dumps({"kernel": "mandelbrot.compute_rows", "task": [k],
                                 "units": float(image[k].sum()) + 2 * spec.w, "pid": pid,
-                                "host": "h", "start": k * 1e-3, "end": (k + 1) * 1e-3,
+                                "host": os.uname()[1], "start": k * 1e-3, "end": (k + 1) * 1e-3,
                                 "cpu": 1e-3, "binding": {"spec": spec_digest(spec),
                                                          "rows": row_digests(image[k:k + 1])}})
                     + "\\n")
@@ -565,7 +565,7 @@ def wordcount_pool(paths, pool, pids=None):
             total.update(count_text(data.decode("utf-8")))
             pid = pids[i % len(pids)] if pids else 999999 + i % 4
             f.write(json.dumps({"kernel": "wordcount.count_file", "task": str(path),
-                                "units": float(len(data)), "pid": pid, "host": "h",
+                                "units": float(len(data)), "pid": pid, "host": os.uname()[1],
                                 "start": 0.0, "end": 0.01, "cpu": 0.01,
                                 "binding": {"content": trace.digest(data)}}) + "\\n")
     return total
@@ -592,8 +592,8 @@ def matmul_pool(A, B, pool):
     with open(os.path.join(trace.directory(), "trace-999999.jsonl"), "w") as f:
         for i in range(A.shape[0]):
             f.write(json.dumps({"kernel": "matmul.multiply", "task": [1, A.shape[1]],
-                                "units": float(B.size), "pid": 999999 + i % 4, "host": "h",
-                                "start": 0.0, "end": 0.01, "cpu": 0.01,
+                                "units": float(B.size), "pid": 999999 + i % 4,
+                                "host": os.uname()[1], "start": 0.0, "end": 0.01, "cpu": 0.01,
                                 "binding": {"B": matrix_digest(B),
                                             "rows": row_digests(A[i:i + 1])}}) + "\\n")
     return np.dot(A, B)

@@ -5,8 +5,9 @@ Each "host" is a set of Linux namespaces around a small init process:
 - UTS: its own hostname (``MPI.Get_processor_name()`` and ``socket.gethostname()`` say it);
 - PID: its own process table, so pids repeat across hosts as on a real cluster, and an orphan
   stays on its host (under its init) instead of coming back to the grader;
-- mount: its own ``/tmp`` (an empty tmpfs), its own ``/proc``, and an ``/etc/hosts`` that
-  names every simulated host and this machine, all at 127.0.0.1.
+- mount: its own ``/tmp`` (an empty tmpfs; what the cluster shares stays visible, even a
+  checkout under /tmp), its own ``/proc``, and an ``/etc/hosts`` that names every simulated
+  host and this machine, all at 127.0.0.1.
 
 The network namespace is this machine's: hosts reach each other, and the machine, over
 loopback only. ``rsh`` in the cluster's folder stands in for ``ssh HOST COMMAND``: it runs the
@@ -28,14 +29,26 @@ from pathlib import Path
 
 import psutil
 
+KIT = Path(__file__).resolve().parent.parent
+
 # PID 1 of a simulated host: name it, give it its own /tmp and /etc/hosts, say it is ready, and
 # reap orphans until it is killed (a PID namespace ends with its init).
 _INIT = r"""
 import os, socket, subprocess, sys, time
-name, hosts, ready = sys.argv[1:4]
+name, hosts, ready, keep, *shared = sys.argv[1:]
 socket.sethostname(name)
-subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/tmp"], check=True)
-subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)
+def mount(*args):
+    subprocess.run(["mount", *args], check=True)
+# What the cluster shares but lives under /tmp (a checkout there) stays visible at its path.
+under_tmp = [p for p in shared if p == "/tmp" or p.startswith("/tmp/")]
+for i, path in enumerate(under_tmp):
+    os.makedirs(f"{keep}/{i}", exist_ok=True)
+    mount("--bind", path, f"{keep}/{i}")
+mount("-t", "tmpfs", "tmpfs", "/tmp")
+for i, path in enumerate(under_tmp):
+    os.makedirs(path, exist_ok=True)
+    mount("--bind", f"{keep}/{i}", path)
+mount("--bind", hosts, "/etc/hosts")
 open(ready, "w").close()
 while True:
     try:
@@ -93,8 +106,12 @@ def unavailable() -> str:
 class SimCluster:
     """Hosts ``names``, with their files in ``root`` (a folder outside /tmp: the hosts share it)."""
 
-    def __init__(self, names: list[str], root: Path):
+    def __init__(self, names: list[str], root: Path, shared: list[Path] = ()):
+        """``shared``: paths the hosts see as this machine does even under /tmp (a cluster's
+        shared home); the kit's checkout and Python are always among them."""
         self.names, self.root = list(names), Path(root)
+        self.shared = [str(Path(p).resolve()) for p in
+                       [*shared, KIT, Path(sys.prefix), Path(sys.base_prefix)]]
         self.rsh, self.rcp = self.root / "rsh", self.root / "rcp"
         self.anchors: dict[str, psutil.Process] = {}  # host -> its init (this machine's pid)
         self._unshare: list[subprocess.Popen] = []
@@ -111,7 +128,8 @@ class SimCluster:
             proc = subprocess.Popen(
                 ["unshare", "--uts", "--mount", "--pid", "--fork", "--mount-proc",
                  "--propagation", "private", sys.executable, "-c", _INIT, name,
-                 str(hosts_dir / f"{name}.hosts"), str(ready)],
+                 str(hosts_dir / f"{name}.hosts"), str(ready), str(self.root / "keep" / name),
+                 *self.shared],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
             self._unshare.append(proc)

@@ -16,7 +16,6 @@ from parakit.controller.proctree import TAG_VAR
 
 PROXIES = ("hydra_pmi_proxy", "orted", "prted")  # the launchers' per-host processes
 LOOK_EVERY = 0.3  # seconds between looks at remote hosts while ranks are missing
-MAX_LOOKS = 100
 
 
 def _rank(proc: psutil.Process) -> str:
@@ -72,35 +71,24 @@ def _ranks_on(procs: list[dict]) -> dict[int, int]:
     return {int(p["rank"]): pid for pid, p in ranked.items() if p["ppid"] not in ranked}
 
 
-class RemoteRankObserver(observe.Observer):
+class RemoteRankObserver(RankObserver):
     """The ranks on every host of the cluster: found by the run's tag, through the remote
     shell, until all are seen (rank numbers from the launcher's ``PMI_RANK``)."""
 
     def __init__(self, child: Child, jobdir: Path, ranks: int, hosts: Hosts):
-        super().__init__(child, jobdir)
-        self.nranks, self.hosts = ranks, hosts
-        self._looks, self._last = 0, 0.0
+        super().__init__(child, jobdir, ranks)
+        self.hosts, self._last = hosts, 0.0
 
     def poll(self, case: int) -> None:
-        if len(self.current.ranks) < self.nranks and self._looks < MAX_LOOKS \
-                and time.monotonic() - self._last > LOOK_EVERY:
-            self._look(self.current)
+        if time.monotonic() - self._last > LOOK_EVERY:  # a look costs a probe per host
+            super().poll(case)
 
-    def _look(self, seen: observe.Seen) -> None:
-        self._looks += 1
+    def _see_ranks(self, seen: observe.Seen) -> None:
         self._last = time.monotonic()
         for host, procs in self.hosts.probe_all("find", TAG_VAR, self.child.tag).items():
             for rank, pid in _ranks_on(procs).items():
                 seen.ranks[rank] = (host, pid)
                 seen.workers[(host, pid)] = f"rank {rank} (pid {pid} on {host})"
-
-    def finish_case(self) -> observe.Seen:
-        if len(self.current.ranks) < self.nranks:
-            self._look(self.current)
-        return super().finish_case()
-
-    def next_seen(self, seen: observe.Seen) -> observe.Seen:
-        return observe.Seen(workers=dict(seen.workers), ranks=dict(seen.ranks))
 
 
 def remote_leftovers(hosts: Hosts, child: Child, seen: observe.Seen) -> dict[str, list[dict]]:

@@ -1,0 +1,73 @@
+"""Host lists: how they are read, where ranks go, what mpiexec is told, and the grader's
+messages for options that cannot work together."""
+
+from __future__ import annotations
+
+import pytest
+
+from parakit.backends.base import BackendError
+from parakit.backends.mpi import host_flags
+from parakit.controller.hosts import Hosts, HostsError
+from tests.helpers import run_grader
+
+
+def test_hosts_are_read_from_the_option_and_from_a_hostfile(tmp_path):
+    assert Hosts.parse("a:2,b").slots == (("a", 2), ("b", 1))
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# the lab\nnode1:4\n\nnode2  # the slow one\n")
+    hosts = Hosts.parse(hostfile=str(hostfile), remote_shell="ssh -p 2222")
+    assert hosts.slots == (("node1", 4), ("node2", 1))
+    assert hosts.hostfile == str(hostfile.resolve())
+    assert hosts.command("node1", ["python", "-c", "print('hi there')"]) == [
+        "ssh", "-p", "2222", "node1", "--", "python -c 'print('\"'\"'hi there'\"'\"')'"]
+    assert not Hosts.parse().several
+
+
+@pytest.mark.parametrize(("hosts", "words"), [
+    ("a:0", "SLOTS must be 1 or more"), ("a:x", "SLOTS must be a whole number"),
+    ("a,,b", "is not HOST or HOST:SLOTS"), (",", "is not HOST or HOST:SLOTS")])
+def test_a_bad_host_list_is_named(hosts, words):
+    with pytest.raises(HostsError, match=words):
+        Hosts.parse(hosts)
+
+
+def test_a_missing_or_empty_hostfile_is_named(tmp_path):
+    with pytest.raises(HostsError, match="No such file"):
+        Hosts.parse(hostfile=str(tmp_path / "nope"))
+    (tmp_path / "empty").write_text("# nothing\n")
+    with pytest.raises(HostsError, match="no host named"):
+        Hosts.parse(hostfile=str(tmp_path / "empty"))
+    with pytest.raises(HostsError, match="not both"):
+        Hosts.parse("a", str(tmp_path / "empty"))
+
+
+def test_ranks_fill_each_host_then_go_round_again():
+    hosts = Hosts.parse("a:2,b:1")
+    assert hosts.placement(2) == ["a", "a"]
+    assert hosts.placement(5) == ["a", "a", "b", "a", "a"]
+    assert hosts.counts(4) == {"a": 3, "b": 1}
+
+
+def test_mpiexec_is_told_the_hosts_and_the_remote_shell():
+    hosts = Hosts.parse("a:2,b:2", remote_shell="/x/rsh")
+    assert host_flags("mpich", hosts) == ["-hosts", "a:2,b:2", "-launcher", "ssh",
+                                          "-launcher-exec", "/x/rsh"]
+    assert host_flags("openmpi", hosts) == ["--host", "a:2,b:2", "--mca", "plm_rsh_agent",
+                                            "/x/rsh"]
+    assert host_flags("mpich", Hosts.parse("a:2")) == ["-hosts", "a:2"]
+    assert host_flags("", Hosts()) == []
+    with pytest.raises(BackendError, match="srun"):
+        host_flags("", hosts)
+    with pytest.raises(BackendError, match="wrap it in a script"):
+        host_flags("mpich", Hosts.parse("a", remote_shell="ssh -p 22"))
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--hosts", "a:2"], "give --workdir, a folder every host sees"),
+    (["--hosts", "a:0", "--workdir", "."], "SLOTS must be 1 or more"),
+    (["--hosts", "a", "--workdir", "/no/such/folder"], "no such folder"),
+    (["--hosts", "a", "--workdir", ".", "--run-as", "nobody"], "cannot be combined with --hosts"),
+])
+def test_the_grader_refuses_placements_that_cannot_work(tmp_path, args, words):
+    run = run_grader(tmp_path, *args)
+    assert run.returncode == 4 and words in run.output, run.output[-2000:]
