@@ -1,9 +1,10 @@
-"""The grader's pytest plugin: points, the score table, reports, and the session's fixtures.
+"""The grader's pytest plugin: options, collection, and the session's fixtures.
 
-The options are declared and resolved once, at configure time, by
-``parakit.controller.settings`` into a frozen ``Settings``; a bad value stops the run with a
-message that names the option. The fixtures hand the grader's tests the session's backends and
-a ``Grading`` (``parakit.controller.grading``) that runs graded calls on them.
+Points, the score table and the CI reports are ``grader.scores``. The options are declared
+and resolved once, at configure time, by ``parakit.controller.settings`` into a frozen
+``Settings``; a bad value stops the run with a message that names the option. The fixtures
+hand the grader's tests the session's backends and a ``Grading``
+(``parakit.controller.grading``) that runs graded calls on them.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from grader.scores import Scoreboard, ScoreReporter
 from parakit import backends
 from parakit.controller import proctree, reports
 from parakit.controller.grading import Grading
@@ -43,49 +44,6 @@ def is_graded(config: pytest.Config, path) -> bool:
     return path.is_relative_to(GRADER_DIR) or (hidden is not None and path.is_relative_to(hidden))
 
 
-class Scoreboard:
-    """Points per graded test, summed per exercise, printed at the end of the run."""
-
-    def __init__(self) -> None:
-        self.outcomes: dict[str, tuple[str, float, float]] = {}  # nodeid -> (exercise, got, max)
-
-    def add_item(self, item: pytest.Item) -> None:
-        marker = item.get_closest_marker("points")
-        if marker is None or not is_graded(item.config, item.path):
-            return
-        points = float(marker.args[0]) if marker.args else 1.0
-        # test_mandelbrot.py and test_mandelbrot_analysis.py both count towards "mandelbrot"
-        exercise = item.path.stem.removeprefix("test_").split("_")[0]
-        item.user_properties += [("exercise", exercise), ("points", points)]
-        self.outcomes[item.nodeid] = (exercise, 0.0, points)
-
-    def add_report(self, report: pytest.TestReport) -> None:
-        if report.nodeid not in self.outcomes:
-            return
-        exercise, got, points = self.outcomes[report.nodeid]
-        if report.when == "call" and report.passed:
-            got = points
-        elif report.failed or report.skipped:
-            got = 0.0
-        self.outcomes[report.nodeid] = (exercise, got, points)
-
-    def totals(self) -> dict[str, tuple[float, float]]:
-        table: dict[str, tuple[float, float]] = {}
-        for exercise, got, points in self.outcomes.values():
-            old = table.get(exercise, (0.0, 0.0))
-            table[exercise] = (old[0] + got, old[1] + points)
-        return table
-
-    def render(self) -> list[str]:
-        rows = self.totals()
-        rows["total"] = (sum(g for g, _ in rows.values()), sum(p for _, p in rows.values()))
-        width = max(len(e) for e in [*rows, "exercise"])
-        lines = [f"{'exercise':<{width}}  {'points':>7}"]
-        for exercise, (got, points) in rows.items():
-            lines.append(f"{exercise:<{width}}  {got:>7g} / {points:g}")
-        return lines
-
-
 _settings_key = pytest.StashKey[Settings]()
 _scores_key = pytest.StashKey[Scoreboard]()
 
@@ -102,7 +60,20 @@ def pytest_configure(config: pytest.Config) -> None:
         proctree.watch_uid(settings.run_as[0])  # its processes are ours to find and end
     config.stash[_settings_key] = settings
     config.stash[_scores_key] = Scoreboard()
-    config.pluginmanager.register(_ScoreReporter(config), "grader-scores")
+    config.pluginmanager.register(ScoreReporter(config.stash[_scores_key], settings),
+                                  "grader-scores")
+
+
+def _each_failure_once(config: pytest.Config) -> None:
+    """In a grading run, each failure is shown once: its message in pytest's failures section,
+    not again in the short summary (a student asking for ``-r`` gets what they ask for)."""
+    from _pytest.terminal import _REPORTCHARS_DEFAULT
+
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    grading = any(Path(str(arg).split("::")[0]).resolve().is_relative_to(GRADER_DIR)
+                  for arg in config.args)
+    if terminal is not None and grading and config.option.reportchars == _REPORTCHARS_DEFAULT:
+        terminal.reportchars = terminal.reportchars.replace("f", "")
 
 
 def _usage_error_reports(config: pytest.Config, error: str) -> None:
@@ -128,6 +99,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    _each_failure_once(session.config)
     proctree.sweep_orphans()  # leftovers of an earlier grading run that was killed
 
 
@@ -158,66 +130,8 @@ def pytest_collection(session: pytest.Session) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:  # after -k / -m deselection: only what runs counts
-        session.config.stash[_scores_key].add_item(item)
-
-
-class _ScoreReporter:
-    def __init__(self, config: pytest.Config) -> None:
-        self.scores = config.stash[_scores_key]
-        self.settings = config.stash[_settings_key]
-        self.results = reports.ResultCollector()
-        self.hidden: set[str] = set()
-        self.start = time.monotonic()
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.scores.add_report(report)
-        self.results.add(report.nodeid, report.when, report.outcome, report.duration,
-                         report.longrepr)
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        hidden = self.settings.hidden_tests
-        self.hidden = {item.nodeid for item in items
-                       if hidden is not None and Path(str(item.path)).is_relative_to(hidden)}
-
-    @pytest.hookimpl(trylast=True)  # after the fixtures' teardown (the cluster is stopped)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """End every process the run started, then write the CI reports asked for, from the
-        same scores as the table: nothing the graded code left can write after them."""
-        proctree.end_all(str(os.getpid()))
-        if not (self.settings.grade_json or self.settings.classroom_json):
-            return
-        why = self._no_score(session.config, int(exitstatus))
-        if why:  # a zero that says why, not an empty report
-            reports.error_reports(why, self.settings.grade_json or None,
-                                  self.settings.classroom_json or None,
-                                  time.monotonic() - self.start)
-            return
-        results = self.results.results(self.scores.outcomes, self.hidden)
-        if self.settings.grade_json:
-            reports.write_json(self.settings.grade_json, reports.gradescope(
-                results, time.monotonic() - self.start, self.settings.hidden_visibility))
-        if self.settings.classroom_json:
-            reports.write_json(self.settings.classroom_json, reports.classroom(results))
-
-    def _no_score(self, config: pytest.Config, exitstatus: int) -> str:
-        """Why the run has no score to report ('' when it has one)."""
-        selection = " and ".join(f"{flag} {value!r}" for flag, value in (
-            ("-k", config.option.keyword), ("-m", config.option.markexpr)) if value)
-        if exitstatus in (0, 1):
-            if self.scores.outcomes:
-                return ""
-            return (f"No graded test ran{' (selection: ' + selection + ')' if selection else ''}"
-                    ", so there is no score.")
-        why = reports.infrastructure_failure(exitstatus)
-        return why + (f" The selection was {selection}." if exitstatus == 5 and selection else "")
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.scores.outcomes:
-            return
-        terminalreporter.section(f"score: {self.settings.target.display}")
-        for line in self.scores.render():
-            terminalreporter.write_line(line)
+        if is_graded(session.config, item.path):
+            session.config.stash[_scores_key].add_item(item)
 
 
 # -- fixtures used by the grader's tests ------------------------------------------------------
@@ -256,12 +170,32 @@ def outputs(settings: Settings, workdir: Path) -> Path:
     return path
 
 
+def _terminal_line(config: pytest.Config):
+    """A function that writes a line on the terminal, also from inside a test (whose output
+    pytest captures), or None without a terminal."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None:
+        return None
+
+    def say(message: str) -> None:
+        if capture is None:
+            terminal.write_line(message)
+            return
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(message)
+    return say
+
+
 @pytest.fixture(scope="session")
-def session_backends(settings: Settings, workdir: Path) -> Iterator[dict[str, backends.Backend]]:
+def session_backends(request: pytest.FixtureRequest, settings: Settings,
+                     workdir: Path) -> Iterator[dict[str, backends.Backend]]:
     """The session's backends (parakit.backends); the ipyparallel cluster starts on first use
-    by an ipp test, and everything is stopped at the end."""
+    by an ipp test (with a line on the terminal: it takes seconds), and everything is stopped
+    at the end."""
     found = backends.session(settings.workers, workdir, settings.mpiexec or None,
-                             settings.ipp_connect or None, settings.run_as, settings.hosts)
+                             settings.ipp_connect or None, settings.run_as, settings.hosts,
+                             say=_terminal_line(request.config))
     yield found
     backends.stop_all(found)
 

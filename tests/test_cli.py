@@ -21,7 +21,7 @@ from tests.catalogue import Broken
 from tests.helpers import KIT, make_submission
 
 
-def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
+def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path, capsys):
     dest = tmp_path / "release"
     assert cli.main(["release", str(dest), "--kit-repo", "course/kit", "--kit-ref", "v1"]) == 0
     names = {p.name for p in dest.iterdir()}
@@ -36,6 +36,9 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
     workflow = (dest / ".github" / "workflows" / "classroom.yml").read_text()
     assert "KIT_REPO: course/kit" in workflow and "KIT_REF: v1" in workflow
     assert cli.main(["release", str(dest)]) == 2  # not over an existing release without --force
+    assert cli.main(["release", str(tmp_path / "placeholder")]) == 0
+    assert "warning: the GitHub Classroom workflow still names the placeholder" in \
+        capsys.readouterr().err
 
     # A plain venv (no system site-packages): a missing dependency would show here.
     env_dir = tmp_path / "venv"
@@ -54,6 +57,9 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path):
     output = run.stdout + run.stderr
     assert run.returncode == 1, output[-4000:]
     assert re.search(r"^total\s+0 / [1-9]", output, re.M), output[-3000:]
+    # the hidden tests are not in the release; the table says what they will add
+    assert json.loads((dest / "grader" / "hidden_points.json").read_text()) == {"matmul": 6.0}
+    assert "+6 hidden points (6 in matmul) are graded later" in output, output[-3000:]
     tests = json.loads(gs.read_text())["tests"]
     assert tests and all(t["status"] == "failed" for t in tests)
     assert all(re.match(r"not implemented yet: student/\w+\.py \w+$", t["output"])

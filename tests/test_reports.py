@@ -122,3 +122,17 @@ def test_short_message_drops_the_prefix_and_cuts_long_text():
     assert reports.short_message("Failed: one line") == "one line"
     long = reports.short_message("x" * (reports.MAX_OUTPUT + 100))
     assert len(long) < reports.MAX_OUTPUT + 50 and long.endswith("[... cut ...]")
+
+
+def test_the_classroom_report_fits_githubs_limit_whatever_the_messages():
+    long = "x" * reports.MAX_OUTPUT
+    results = [reports.TestResult(f"grader/test_matmul.py::test_matmul[case-{i}]", "matmul",
+                                  0.0, 1.0, False, long) for i in range(150)]
+    data = reports.classroom(results)
+    text = json.dumps(data)
+    assert len(text) <= reports.CLASSROOM_BYTES
+    assert data["max_score"] == 150 and len(data["tests"]) == 150  # every test, every point
+    assert all(t["message"].startswith("xxx") and t["message"].endswith("GitHub's limit]")
+               for t in data["tests"])
+    short = reports.classroom(results[:3])
+    assert [t["message"] for t in short["tests"]] == [long] * 3  # nothing cut when it fits

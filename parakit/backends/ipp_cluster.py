@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -36,10 +37,11 @@ class SessionCluster:
 
     def __init__(self, n: int, workdir: Path, connection_file: str | None = None,
                  timeout: float = 120.0, run_as: tuple[int, int] | None = None,
-                 hosts: Hosts | None = None):
+                 hosts: Hosts | None = None, say: Callable[[str], None] | None = None):
         self.n, self.workdir, self.timeout = n, Path(workdir), timeout
         self.run_as = run_as  # uid, gid the engines run as (--run-as); None: ours
         self.hosts = hosts or Hosts()  # several: engines on them, over the remote shell
+        self.say = say or (lambda message: None)  # a line for the user: starting, ready
         self.user_file = connection_file
         self._cluster = None
         self._client = None
@@ -87,6 +89,8 @@ class SessionCluster:
             config.LocalEngineSetLauncher.engine_cmd = as_user(
                 [sys.executable, "-m", "ipyparallel.engine"], *self.run_as)
         begin = time.perf_counter()
+        on = f" on {self.hosts.describe()}" if self.hosts.several else ""
+        self.say(f"ipyparallel: starting a cluster of {self.n} engines{on} ...")
         where = {"engine_launcher_class": "ssh", "controller_ip": "*"} \
             if self.hosts.several else {}
         cluster = ipp.Cluster(n=self.n, profile_dir=str(ipython_dir / "profile_parakit"),
@@ -112,6 +116,7 @@ class SessionCluster:
             readable.chmod(0o644)
             self._file = str(readable)
         self.start_seconds = time.perf_counter() - begin
+        self.say(f"ipyparallel: {self.n} engines ready in {self.start_seconds:.1f} s")
         self.engines = self._remote_engines(cluster) if self.hosts.several else \
             [observe.here(pid) for pid in _engine_processes()]
         self.needs_restart = False

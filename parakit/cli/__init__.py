@@ -55,6 +55,11 @@ def cmd_release(args: argparse.Namespace) -> int:
         return 2
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     print(f"released {len(files)} files to {dest}")
+    if not args.kit_repo:
+        print("parakit release: warning: the GitHub Classroom workflow still names the "
+              "placeholder INSTRUCTOR/parakit-instructor as the grader's repository; pass "
+              "--kit-repo OWNER/NAME (and --kit-ref TAG) before students use it",
+              file=sys.stderr)
     return 0
 
 

@@ -3,12 +3,16 @@ no reference solutions, no hidden or kit tests, no instructor commands."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import re
 import shutil
 from pathlib import Path
 
 from parakit import KIT_ROOT as KIT
 from parakit import bundle
+from parakit.controller import reports
 
 RELEASED = ["problems", "student", "grader", "parakit", "docs", "conftest.py",
             "pyproject.toml", "README.md", ".gitignore"]
@@ -32,6 +36,9 @@ def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = 
             shutil.copy2(src, dest / name)
     shutil.rmtree(dest / "parakit" / "cli", ignore_errors=True)  # instructor commands stay home
     bundle.prune_pyproject(dest)  # only the packages it has, no instructor script
+    points = hidden_points()
+    if points:  # the score table says what the hidden tests will add
+        (dest / "grader" / reports.HIDDEN_POINTS).write_text(json.dumps(points) + "\n")
     if WORKFLOW.exists():
         text = WORKFLOW.read_text()
         if kit_repo:
@@ -44,3 +51,30 @@ def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = 
     return dest
 
 
+class _Points:
+    """A pytest plugin that sums the points of the collected tests per exercise."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, float] = {}
+
+    def pytest_collection_modifyitems(self, items) -> None:
+        for item in items:
+            marker = item.get_closest_marker("points")
+            if marker is not None:
+                exercise = reports.exercise_of(item.path)
+                value = float(marker.args[0]) if marker.args else 1.0
+                self.points[exercise] = self.points.get(exercise, 0.0) + value
+
+
+def hidden_points(kit: Path = KIT) -> dict[str, float]:
+    """Points per exercise of the kit's hidden tests (collected, not run)."""
+    import pytest
+
+    hidden = kit / "hidden"
+    if not hidden.is_dir():
+        return {}
+    collector = _Points()
+    with contextlib.redirect_stdout(io.StringIO()):
+        pytest.main([str(hidden), "--collect-only", "-q", "-p", "no:cacheprovider",
+                     "--hidden-tests", "none"], plugins=[collector])
+    return collector.points
