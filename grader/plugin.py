@@ -161,6 +161,13 @@ def inputs(workdir: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pictures(request: pytest.FixtureRequest) -> Path:
+    """Where failing tests draw what they saw (e.g. a timeline of an unbalanced run): kept
+    after the run, under the folder pytest runs from."""
+    return Path(request.config.rootpath, "grader-results", "pictures")
+
+
 @pytest.fixture
 def outputs(settings: Settings, workdir: Path) -> Path:
     """A new, empty folder graded code may write to (the ``--run-as`` user's). A file read

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from parakit import timeline
 from parakit.controller import balance
 from parakit.controller.checks import _ranges, fail, require_ok
 from parakit.controller.evidence import (
@@ -216,7 +218,7 @@ def _serial_cpu(spec: Spec) -> float:
 @pytest.mark.points(3)
 @pytest.mark.parametrize(("backend", "scheme"), [s for s in SCHEMES if s[1] == "balanced"],
                          ids=[i for i in IDS if i.endswith("balanced")])
-def test_mandelbrot_balance(grading, backend, scheme):
+def test_mandelbrot_balance(grading, pictures, backend, scheme):
     """Balanced beats row blocks: at P=4 the runs balance by the rule of ``controller.balance``.
 
     A static decomposition gives the same measures every run; a dynamic one depends on how the
@@ -241,7 +243,8 @@ def test_mandelbrot_balance(grading, backend, scheme):
     if cpu.verdict():
         fail(f"{context}: {cpu.verdict()}")
     if not balance.balanced([m for m, _ in measured]):
-        fail(_imbalance_message(measured, workers, context))
+        fail(_imbalance_message(measured, workers, context,
+                                pictures / f"balance-{backend}-{scheme}.png", backend))
 
 
 def _measure(runs: list[Outcome], backend: str, workers: int,
@@ -255,7 +258,7 @@ def _measure(runs: list[Outcome], backend: str, workers: int,
 
 
 def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], workers: int,
-                       context: str) -> str:
+                       context: str, picture: Path, backend: str) -> str:
     runs = [m for m, _ in measured]
     blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], workers))
     why = []
@@ -277,10 +280,24 @@ def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], worker
                    f"{_values(m.r_finish for m in uneven)}, at most {balance.FINISH_MAX}) were "
                    f"uneven; one contiguous block per worker gives R_work = {blocks:.2f}")
     worst, ev = max(measured, key=lambda x: (not x[0].balanced, x[0].max_wait, x[0].r_work))
+    drawn = _timeline(ev, picture, backend, f"{backend}, {workers} workers: the least "
+                      f"balanced run (R_work {worst.r_work:.2f}, R_finish {worst.r_finish:.2f})")
     return (f"{context}: the load was not balanced in enough runs (at least half of "
             f"{len(runs)} must be): " + "; ".join(why) + ". Work = iterations + 2 per pixel, "
             f"from the serial image. In the run with R_work = {worst.r_work:.2f}, R_finish = "
-            f"{worst.r_finish:.2f}:\n" + balance.describe(worst, ev))
+            f"{worst.r_finish:.2f}:\n" + balance.describe(worst, ev) + drawn)
+
+
+def _timeline(ev: Evidence, path: Path, backend: str, title: str) -> str:
+    """Draw each worker's work over time in ``path``; the sentence that says where ('' if it
+    could not be written)."""
+    procs = sorted(ev.by_process().items(), key=lambda item: ev.label(item[0]))
+    rows = timeline.rows_of((ev.label(p), [(r.start, r.end) for r in recs]) for p, recs in procs)
+    try:
+        timeline.write(path, [(title, rows, timeline.COLOURS.get(backend, "tab:blue"), False)])
+    except (OSError, ValueError) as exc:  # the verdict stands without its picture
+        return f"\n(no timeline picture: {exc})"
+    return f"\nEach worker's work over time: {path}"
 
 
 def _values(values) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import make_submission
+from tests.helpers import KIT, make_submission
 
 EVERY = ("",)  # as Broken.fails: every test the entry's -k selects must fail
 Edits = dict[str, "list[tuple[str, str]] | None"]
@@ -517,7 +517,8 @@ MANDELBROT: list[Broken] = [
     # static blocks with a barrier before the last rows: finish times line up, waiting shows
     *(Broken(f"{b}_balanced_barrier", "mandelbrot", _redefine(code),
              (f"{_MANDEL_BALANCE}[{b}-balanced]",), "a worker waited while others computed",
-             select=f"mandelbrot and {b} and balanced")
+             select=f"mandelbrot and {b} and balanced",
+             detail=f"work over time: {KIT}/grader-results/pictures/balance-{b}-balanced.png")
       for b, code in (("mpi", MPI_BARRIER), ("pool", POOL_BARRIER), ("ipp", IPP_BARRIER))),
     # the oracle's image, workers computing a 1x1 spec: their records do not count
     *(Broken(f"{b}_balanced_oracle_image", "mandelbrot", _redefine(code),

@@ -88,6 +88,13 @@ def test_reference_run_reports_times_speedups_comparisons_and_plots(tmp_path):
     for (backend, scheme), work in traced.items():
         assert len(work) == 2 and sum(work) == total, (backend, scheme, work)
     assert traced[("mpi", "balanced")][0] == 0  # the master schedules, it does not compute
+    # each worker's timeline: one span per traced record, within the run
+    for r in results:
+        if r["workload"] == "mandelbrot" and r["worker_work"]:
+            spans = [span for worker in r["timeline"] for span in worker]
+            assert len(r["timeline"]) == 2 and spans, r
+            assert all(0 <= a <= b for a, b in spans) and min(a for a, _ in spans) == 0
+    assert traced_rows_without_spans(results) == [("mpi", "balanced", 0)]
 
     md = (tmp_path / "out" / "bench.md").read_text()  # the same numbers, ready to publish
     mpi_matmul = next(r for r in main if (r["workload"], r["backend"], r["workers"]) ==
@@ -96,7 +103,7 @@ def test_reference_run_reports_times_speedups_comparisons_and_plots(tmp_path):
     assert "**mandelbrot 60x40** (serial" in md
 
     for name in ("matmul-96.png", "mandelbrot-48x30.png", "mandelbrot-60x40.png",
-                 "mandelbrot-analysis.png"):
+                 "mandelbrot-analysis.png", "mandelbrot-timeline.png"):
         _assert_png(tmp_path / "out" / name)
 
 
@@ -167,3 +174,10 @@ def test_default_workers_cover_one_core_per_worker_plus_a_master():
     cpus = os.cpu_count()
     assert counts[0] == 1 and cpus in counts and cpus + 1 in counts
     assert counts == sorted(set(counts))
+
+
+def traced_rows_without_spans(results: list[dict]) -> list[tuple]:
+    """(backend, scheme, worker) of each traced worker that never computed."""
+    return [(r["backend"], r["scheme"], i) for r in results
+            if r["workload"] == "mandelbrot" and r["worker_work"]
+            for i, spans in enumerate(r["timeline"]) if not spans]

@@ -3,6 +3,9 @@ words a student understands, in bounded time, and leaves no process behind."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tests.catalogue import CATALOGUE, FORGERIES, MANDELBROT, ROBUSTNESS, TRUST, Broken
@@ -26,6 +29,9 @@ def test_broken_submission_is_caught(tmp_path, broken: Broken):
     for name, message in failed.items():
         assert broken.words in message, (name, message[:2000])
         assert "Traceback (most recent call last)" not in message.split("---")[0], message
+    for message in failed.values():  # a picture named in a message is there
+        for picture in re.findall(r"work over time: (\S+\.png)", message):
+            assert Path(picture).read_bytes().startswith(b"\x89PNG"), picture
     if broken.detail:
         assert any(broken.detail in m for m in failed.values()), list(failed.values())[0][:3000]
     # a hang costs one timeout per graded function (backend), plus start-up and grading

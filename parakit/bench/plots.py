@@ -1,5 +1,6 @@
 """The pictures of ``parakit bench`` (matplotlib, headless): scaling plots for every problem and
-size, and for Mandelbrot the picture, per-pixel times, per-block costs and per-worker work."""
+size, and for Mandelbrot the picture, per-pixel times, per-block costs, per-worker work and
+each worker's timeline."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parakit import workloads
+from parakit import timeline, workloads
 from parakit.bench import report
 from problems.mandelbrot import chunk_costs, imbalance, mandelbrot
 
@@ -132,6 +133,35 @@ def _work_bars(ax, results: list[dict], backend: str, size: str, workers: int) -
         ax.legend(fontsize=8)
 
 
+def timeline_figure(results: list[dict], size: str, workers: int, path: Path) -> Path:
+    """Each worker's work over time in the traced runs: a row per backend, chunked (solid)
+    beside balanced (dashed); "not measured" where a function did not run."""
+    panels = []
+    for backend in workloads.BACKENDS:
+        for scheme in ("chunked", "balanced"):
+            row = next((r for r in results if (r["workload"], r["backend"], r["scheme"],
+                                               r["size"], r["workers"]) ==
+                        ("mandelbrot", backend, scheme, size, workers) and r.get("timeline")),
+                       None)
+            rows = [] if row is None else [
+                (f"worker {i}" + (f" ({host})" if host else ""), [tuple(s) for s in spans])
+                for i, (spans, host) in enumerate(zip(row["timeline"], _hosts(row),
+                                                      strict=True))]
+            title = f"{backend} {scheme}, {workers} workers"
+            if row is not None and row["worker_work"]:
+                computing = report.computing(backend, scheme, row["worker_work"])
+                title += f": R = {imbalance(computing):.2f}"
+            panels.append((title, rows, timeline.COLOURS[backend], scheme == "balanced"))
+    return timeline.write(path, panels, columns=2, title=f"Mandelbrot {size}: when each "
+                          "worker computed (ms from the first row)")
+
+
+def _hosts(row: dict) -> list[str]:
+    """Host names for the labels, only when the workers ran on several hosts."""
+    hosts = row.get("worker_hosts") or [""] * len(row["timeline"])
+    return hosts if len(set(hosts)) > 1 else [""] * len(hosts)
+
+
 def write_all(document: dict, plan) -> list[Path]:
     """Every plot of the run; the paths written."""
     results = document["results"]
@@ -147,4 +177,6 @@ def write_all(document: dict, plan) -> list[Path]:
         image = workloads.expected_file(plan.out / "jobs", "mandelbrot", size)
         written.append(mandelbrot_figure(results, size, plan.trace_workers, image,
                                          plan.out / "mandelbrot-analysis.png"))
+        written.append(timeline_figure(results, size, plan.trace_workers,
+                                       plan.out / "mandelbrot-timeline.png"))
     return written

@@ -64,12 +64,18 @@ def worker_ratio(row) -> float | None:
 
 def attach_work(row, workers: list[list], trace_dir: Path) -> None:
     """Each worker's work units, from the trace of one run, in the order of ``workers``
-    ([host, pid] each: pids repeat across hosts), and each worker's host."""
+    ([host, pid] each: pids repeat across hosts), each worker's host, and when it computed
+    (seconds from the run's first record)."""
     units: dict[tuple[str, int], float] = defaultdict(float)
-    for rec in trace.read(trace_dir):
+    spans: dict[tuple[str, int], list] = defaultdict(list)
+    records = trace.read(trace_dir)
+    t0 = min((rec.start for rec in records), default=0.0)
+    for rec in records:
         units[rec.where] += rec.units
+        spans[rec.where].append([round(rec.start - t0, 6), round(rec.end - t0, 6)])
     row.worker_work = [units[(host, pid)] for host, pid in workers]
     row.worker_hosts = [host for host, _ in workers]
+    row.timeline = [sorted(spans[(host, pid)]) for host, pid in workers]
 
 
 def label(row: dict) -> str:

@@ -40,6 +40,7 @@ class Measured:
     contrast: bool = False
     worker_work: list[float] = field(default_factory=list)  # traced runs: work units per worker
     worker_hosts: list[str] = field(default_factory=list)  # traced runs: the host of each
+    timeline: list[list] = field(default_factory=list)  # traced runs: [start, end] per record
     speedup: float | None = None
     efficiency: float | None = None
 
