@@ -25,8 +25,11 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path, capsys)
     dest = tmp_path / "release"
     assert cli.main(["release", str(dest), "--kit-repo", "course/kit", "--kit-ref", "v1"]) == 0
     names = {p.name for p in dest.iterdir()}
-    assert {"problems", "student", "grader", "docs", "pyproject.toml", "README.md"} <= names
-    assert not names & {"reference", "hidden", "tests", "benchmarks", "ci"}
+    assert {"problems", "student", "grader", "pyproject.toml", "README.md"} <= names
+    assert not names & {"reference", "hidden", "tests", "benchmarks", "ci", "docs"}
+    readme = (dest / "README.md").read_text()  # the students' own: nothing of the kit's
+    assert not re.search(r"reference|pytest tests|\.ci/run|parakit (validate|grade|release)|"
+                         r"instructors\.md|catalogue", readme), readme
     assert not (dest / "parakit" / "cli").exists()  # instructor commands stay home
     assert not list(dest.rglob("__pycache__"))
     pyproject = (dest / "pyproject.toml").read_text()
@@ -65,6 +68,18 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path, capsys)
     assert all(re.match(r"not implemented yet: student/\w+\.py \w+$", t["output"])
                for t in tests), [t["output"] for t in tests][:5]
     assert not [t for t in tests if t["name"].startswith("hidden/")]
+
+    # Every command of the students' README works there: with the stubs, each one runs and
+    # says what is not implemented yet (the install lines were done above).
+    for command in readme_commands(readme):
+        done = subprocess.run(command, shell=True, cwd=dest, capture_output=True, text=True,
+                              env={**clean, "PYTEST_ADDOPTS": ""}, timeout=600)
+        said = done.stdout + done.stderr
+        stub = re.search(r"not ?implemented", said, re.I)
+        assert done.returncode in (0, 1) or stub, (command, said[-2000:])
+        assert stub or "0 / " in said, (command, said[-2000:])
+        assert not re.search(r"No such file|unrecognized arguments|usage error|Errno 2", said), \
+            (command, said[-2000:])
 
     # The benchmark works in the release too: the student's stubs, and no kit contrasts.
     bench = subprocess.run([python, "-m", "parakit.bench", "matmul", "--size", "matmul=32",
@@ -140,3 +155,14 @@ def test_validate_finds_a_catalogue_that_catches_nothing(tmp_path):
     assert any("harmless: grader/test_hello.py::test_hello_greeting[P1] passed" in p
                for p in problems), problems
     assert any("fail for no broken submission" in p for p in problems), problems
+
+
+def readme_commands(readme: str) -> list[str]:
+    """The shell commands of a README's ``bash`` blocks, less the install lines."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        for line in block.splitlines():
+            command = line.split("  #")[0].strip()
+            if command and not command.startswith(("python3 -m venv", "python -m pip")):
+                commands.append(command)
+    return commands

@@ -14,8 +14,9 @@ from parakit import KIT_ROOT as KIT
 from parakit import bundle
 from parakit.controller import reports
 
-RELEASED = ["problems", "student", "grader", "parakit", "docs", "conftest.py",
-            "pyproject.toml", "README.md", ".gitignore"]
+RELEASED = ["problems", "student", "grader", "parakit", "conftest.py", "pyproject.toml",
+            ".gitignore"]
+README = KIT / "docs" / "release" / "README.md"  # the students' README: every command works
 WORKFLOW = KIT / "ci" / "github-classroom.yml"
 
 
@@ -35,6 +36,7 @@ def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = 
         elif src.exists():
             shutil.copy2(src, dest / name)
     shutil.rmtree(dest / "parakit" / "cli", ignore_errors=True)  # instructor commands stay home
+    shutil.copy2(README, dest / "README.md")
     bundle.prune_pyproject(dest)  # only the packages it has, no instructor script
     points = hidden_points()
     if points:  # the score table says what the hidden tests will add
