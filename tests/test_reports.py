@@ -75,7 +75,7 @@ def test_reports_agree_with_the_score_table(tmp_path, kind):
     assert sum(t["score"] for t in classroom["tests"]) == got
     by_name = {t["name"]: t for t in gradescope["tests"]}
     for name, (outcome, message) in run.results.items():
-        [test] = [t for n, t in by_name.items() if n.endswith("::" + name)]
+        [test] = [t for n, t in by_name.items() if n.endswith(": " + name)]
         assert test["status"] == outcome
         if outcome == "failed":  # the grader's one-line verdict, no traceback of the grader
             assert test["output"].splitlines()[0] in message
@@ -93,7 +93,10 @@ def test_reports_agree_with_the_score_table(tmp_path, kind):
         assert failed and all("pool" in t["name"] for t in failed)
         assert all("has no function matmul_pool" in t["output"] for t in failed)
     # hidden tests are graded, and shown with the hidden visibility
-    hidden = [t for t in gradescope["tests"] if t["name"].startswith("hidden/")]
+    hidden = [t for t in gradescope["tests"] if "hidden" in t["tags"]]
+    assert all("(course test): test_matmul_hidden[" in t["name"] for t in hidden)
+    numbers = [tuple(map(int, t["number"].split("."))) for t in gradescope["tests"]]
+    assert len(set(numbers)) == len(numbers)  # one number each, exercise.test
     assert hidden and all(t["visibility"] == "after_published" for t in hidden)
     assert all(t["visibility"] == "visible" for t in gradescope["tests"] if t not in hidden)
     assert run.leftovers == []
@@ -104,7 +107,7 @@ def test_hidden_tests_can_be_left_out_and_visibility_is_checked(tmp_path):
     run = run_grader(tmp_path, "--target", "reference", "-k", "hello and P1",
                      "--hidden-tests=none", "--hidden-visibility=visible", f"--grade-json={gs}")
     assert run.returncode == 0, run.output[-3000:]
-    assert not [t for t in json.loads(gs.read_text())["tests"] if "hidden" in t["name"]]
+    assert not [t for t in json.loads(gs.read_text())["tests"] if "hidden" in t["tags"]]
     run = run_grader(tmp_path, "--hidden-visibility=secret")
     assert run.returncode == 4 and "--hidden-visibility='secret': expected one of" in run.output
 
