@@ -64,15 +64,21 @@ def pytest_configure(config: pytest.Config) -> None:
                                   "grader-scores")
 
 
-def _each_failure_once(config: pytest.Config) -> None:
-    """In a grading run, each failure is shown once: its message in pytest's failures section,
-    not again in the short summary (a student asking for ``-r`` gets what they ask for)."""
+def _one_line_per_failure(config: pytest.Config) -> None:
+    """In a grading run, ``grader.scores`` lists the failures, one line each (and the details
+    of those that have some): pytest's own failures section and short summary would repeat
+    them. A student asking for ``--tb`` or ``-r`` gets what they ask for."""
     from _pytest.terminal import _REPORTCHARS_DEFAULT
 
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     grading = any(Path(str(arg).split("::")[0]).resolve().is_relative_to(GRADER_DIR)
                   for arg in config.args)
-    if terminal is not None and grading and config.option.reportchars == _REPORTCHARS_DEFAULT:
+    if terminal is None or not grading:
+        return
+    if config.option.tbstyle == "auto":
+        config.option.tbstyle = "no"
+        config.pluginmanager.get_plugin("grader-scores").lists_failures = True
+    if config.option.reportchars == _REPORTCHARS_DEFAULT:
         terminal.reportchars = terminal.reportchars.replace("f", "")
 
 
@@ -99,7 +105,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _each_failure_once(session.config)
+    _one_line_per_failure(session.config)
     proctree.sweep_orphans()  # leftovers of an earlier grading run that was killed
 
 

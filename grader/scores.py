@@ -78,6 +78,8 @@ class ScoreReporter:
     def __init__(self, scores: Scoreboard, settings: Settings) -> None:
         self.scores = scores
         self.settings = settings
+        self.lists_failures = False  # set by the plugin when pytest's own listing is off
+        self.failures: dict[str, str] = {}  # graded test -> its whole message
         self.results = reports.ResultCollector()
         self.hidden: set[str] = set()
         self.start = time.monotonic()
@@ -86,6 +88,10 @@ class ScoreReporter:
         self.scores.add_report(report)
         self.results.add(report.nodeid, report.when, report.outcome, report.duration,
                          report.longrepr)
+        if report.failed and report.nodeid in self.scores.outcomes \
+                and report.nodeid not in self.failures:
+            where = "" if report.when == "call" else f"error in {report.when}: "
+            self.failures[report.nodeid] = where + reports.short_message(report.longrepr, None)
         if report.when == "teardown" and report.nodeid in self.scores.outcomes:
             self._write_reports(partial=True)  # a run killed later still leaves what it had
 
@@ -162,6 +168,14 @@ class ScoreReporter:
         if not self.scores.ran:  # nothing graded ran (--collect-only, a usage error, -k ...)
             return
         terminalreporter.ensure_newline()  # after the progress line, not after the heading
+        if self.lists_failures and self.failures:
+            terminalreporter.section("failures", red=True)
+            for nodeid, message in self.failures.items():
+                first, *rest = message.splitlines() or [""]
+                terminalreporter.write(f"{nodeid.rpartition('::')[2]}: ", red=True)
+                terminalreporter.write_line(first)
+                for line in rest:
+                    terminalreporter.write_line("    " + line)
         terminalreporter.section(f"score: {self.settings.target.display}")
         for line, markup in self.scores.render():
             terminalreporter.write_line(line, **markup)

@@ -12,7 +12,7 @@ import numpy as np
 
 from parakit import timeline, workloads
 from parakit.bench import report
-from problems.mandelbrot import chunk_costs, imbalance, mandelbrot
+from problems.mandelbrot import block_rows, chunk_costs, imbalance, mandelbrot
 
 
 def _pyplot():
@@ -25,7 +25,8 @@ def _pyplot():
 
 
 def scaling(results: list[dict], workload: str, size: str, path: Path) -> Path:
-    """Median time and speedup against workers, one line per function, with the ideal line."""
+    """Time (ms, the median with the spread of the runs) and speedup against workers, one line
+    per function (a colour per backend, balanced dashed), with the serial and ideal lines."""
     plt = _pyplot()
     mine = [r for r in results if r["workload"] == workload and r["size"] == size
             and r["median"] and r["ok"]]
@@ -34,13 +35,19 @@ def scaling(results: list[dict], workload: str, size: str, path: Path) -> Path:
     lines = [r for r in mine if r["backend"] != "serial" and not r["contrast"]]
     most = max([r["workers"] for r in lines], default=1)
     for name in dict.fromkeys(report.label(r) for r in lines):
-        points = sorted((r["workers"], r["median"]) for r in lines if report.label(r) == name)
-        workers, seconds = zip(*points, strict=True)
-        left.plot(workers, seconds, "o-", label=name)
+        rows = sorted((r for r in lines if report.label(r) == name), key=lambda r: r["workers"])
+        workers = [r["workers"] for r in rows]
+        ms = np.array([r["median"] for r in rows]) * 1e3
+        spread = np.array([[m - min(r["times"]) * 1e3, max(r["times"]) * 1e3 - m]
+                           for m, r in zip(ms, rows, strict=True)]).T  # fastest to slowest
+        backend, _, scheme = name.partition(" ")
+        style = dict(color=timeline.COLOURS.get(backend), ls="--" if scheme == "balanced"
+                     else "-", marker="o", capsize=3, label=name)
+        left.errorbar(workers, ms, yerr=spread, **style)
         if serial:
-            right.plot(workers, [serial / s for s in seconds], "o-", label=name)
+            right.errorbar(workers, serial * 1e3 / ms, **style)
     if serial:
-        left.axhline(serial, color="k", ls="--", lw=1, label="serial")
+        left.axhline(serial * 1e3, color="k", ls=":", lw=1, label="serial")
         right.plot([1, most], [1, most], color="k", ls="--", lw=1, label="ideal")
     cpus = os.cpu_count() or 1
     for ax in (left, right):
@@ -48,13 +55,18 @@ def scaling(results: list[dict], workload: str, size: str, path: Path) -> Path:
             ax.axvline(cpus, color="grey", ls=":", lw=1, label=f"{cpus} cores")
         ax.set_xlabel("workers (processes)")
         ax.set_xticks(sorted({r["workers"] for r in lines} or {1}))
-    left.set_ylabel("median time (s), start-up excluded")
+    left.set_ylabel("time (ms): median, bars from fastest to slowest run")
     left.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter  # plain numbers of ms, not powers of ten
+
+    for axis in (left.yaxis,):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     right.set_ylabel("speedup over serial")
     left.legend(fontsize=8)
     fig.suptitle(f"{workload} {size}")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
@@ -85,7 +97,10 @@ def mandelbrot_figure(results: list[dict], size: str, workers: int, image_file: 
     if image is not None:
         picture.imshow(image, cmap="nipy_spectral", origin="lower", aspect="auto",
                        extent=(spec.x1, spec.x2, spec.y1, spec.y2))
-    picture.set_title(f"{spec.w}x{spec.h}, maxit {spec.maxit}")
+    # the row blocks a chunked version gives its workers: the middle ones hold the set
+    for block in block_rows(spec.h, workers)[1:]:
+        picture.axhline(spec.y1 + block[0] * spec.dy, color="white", lw=1, ls="--")
+    picture.set_title(f"{spec.w}x{spec.h}, maxit {spec.maxit}: {workers} row blocks")
     micro = seconds.ravel() * 1e6
     # A pixel interrupted by the OS can take milliseconds: such outliers would squash the
     # histogram, so it stops at the 99.9th percentile and says how many it left out.
@@ -105,7 +120,7 @@ def mandelbrot_figure(results: list[dict], size: str, workers: int, image_file: 
     for ax, backend in zip(axes[1], workloads.BACKENDS, strict=True):
         _work_bars(ax, results, backend, size, workers)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

@@ -87,12 +87,12 @@ class ResultCollector:
         return out
 
 
-def short_message(longrepr) -> str:
+def short_message(longrepr, limit: int | None = MAX_OUTPUT) -> str:
     """The failure's message without the grader's traceback.
 
     The grader fails with ``pytest.fail(msg, pytrace=False)``, whose report is the message
     itself; anything else (an error in a fixture, an assertion in a hidden test) is reduced to
-    its last line, e.g. ``AssertionError: ...``.
+    its last line, e.g. ``AssertionError: ...``. At most ``limit`` characters (None: all).
     """
     if longrepr is None:
         return ""
@@ -102,8 +102,8 @@ def short_message(longrepr) -> str:
         crash = getattr(longrepr, "reprcrash", None)
         text = crash.message if crash is not None else str(longrepr)
     text = text.strip().removeprefix("Failed: ")  # pytest.fail's prefix says nothing
-    if len(text) > MAX_OUTPUT:
-        text = text[:MAX_OUTPUT] + "\n[... cut ...]"
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "\n[... cut ...]"
     return text
 
 
