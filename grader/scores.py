@@ -1,8 +1,9 @@
 """Points and scores: the table at the end of a grading run and the CI reports.
 
-``Scoreboard`` counts each graded test's points per exercise; ``ScoreReporter`` is the plugin
-object (registered by ``grader.plugin``) that prints the table and writes the Gradescope and
-GitHub Classroom reports (``parakit.controller.reports``).
+``Scoreboard`` counts each graded test's points per exercise; ``ResultCollector`` keeps each
+test's message and duration; ``ScoreReporter`` is the plugin object (registered by
+``grader.plugin``) that prints the table and writes the Gradescope and GitHub Classroom
+reports (``parakit.controller.reports``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,35 @@ class Scoreboard:
         return lines
 
 
+class ResultCollector:
+    """Failure messages and durations per test, gathered from pytest's reports."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, str] = {}
+        self.durations: dict[str, float] = {}
+
+    def add(self, nodeid: str, when: str, outcome: str, duration: float, longrepr) -> None:
+        self.durations[nodeid] = self.durations.get(nodeid, 0.0) + float(duration or 0.0)
+        if outcome == "failed" and nodeid not in self.messages:
+            message = reports.short_message(longrepr)
+            self.messages[nodeid] = message if when == "call" else f"error in {when}: {message}"
+        elif outcome == "skipped" and nodeid not in self.messages:
+            reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+            self.messages[nodeid] = f"skipped: {reason}".rstrip(": ")
+
+    def results(self, outcomes: Mapping[str, tuple[str, float, float]],
+                hidden: Iterable[str] = ()) -> list[reports.TestResult]:
+        """One result per scored test; ``outcomes`` is ``Scoreboard.outcomes``."""
+        hidden = set(hidden)
+        out = []
+        for nodeid, (exercise, got, points) in outcomes.items():
+            passed = got >= points
+            out.append(reports.TestResult(nodeid, exercise, got, points, passed,
+                                  "" if passed else self.messages.get(nodeid, "not run"),
+                                  round(self.durations.get(nodeid, 0.0), 3), nodeid in hidden))
+        return out
+
+
 class ScoreReporter:
     """The plugin's reporting half: the score table at the end of the run, and the CI reports
     (written as tests finish, and finally after every process of the run has ended)."""
@@ -80,7 +111,7 @@ class ScoreReporter:
         self.settings = settings
         self.lists_failures = False  # set by the plugin when pytest's own listing is off
         self.failures: dict[str, str] = {}  # graded test -> its whole message
-        self.results = reports.ResultCollector()
+        self.results = ResultCollector()
         self.hidden: set[str] = set()
         self.start = time.monotonic()
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parakit import timeline
 from parakit.controller import balance
 from parakit.controller.checks import _ranges, fail, require_ok
 from parakit.controller.evidence import (
@@ -280,24 +279,13 @@ def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], worker
                    f"{_values(m.r_finish for m in uneven)}, at most {balance.FINISH_MAX}) were "
                    f"uneven; one contiguous block per worker gives R_work = {blocks:.2f}")
     worst, ev = max(measured, key=lambda x: (not x[0].balanced, x[0].max_wait, x[0].r_work))
-    drawn = _timeline(ev, picture, backend, f"{backend}, {workers} workers: the least "
-                      f"balanced run (R_work {worst.r_work:.2f}, R_finish {worst.r_finish:.2f})")
+    drawn = balance.picture(ev, picture, backend, f"{backend}, {workers} workers: the least "
+                            f"balanced run (R_work {worst.r_work:.2f}, R_finish "
+                            f"{worst.r_finish:.2f})")
     return (f"{context}: the load was not balanced in enough runs (at least half of "
             f"{len(runs)} must be): " + "; ".join(why) + ". Work = iterations + 2 per pixel, "
             f"from the serial image. In the run with R_work = {worst.r_work:.2f}, R_finish = "
             f"{worst.r_finish:.2f}:\n" + balance.describe(worst, ev) + drawn)
-
-
-def _timeline(ev: Evidence, path: Path, backend: str, title: str) -> str:
-    """Draw each worker's work over time in ``path``; the sentence that says where ('' if it
-    could not be written)."""
-    procs = sorted(ev.by_process().items(), key=lambda item: ev.label(item[0]))
-    rows = timeline.rows_of((ev.label(p), [(r.start, r.end) for r in recs]) for p, recs in procs)
-    try:
-        timeline.write(path, [(title, rows, timeline.COLOURS.get(backend, "tab:blue"), False)])
-    except (OSError, ValueError) as exc:  # the verdict stands without its picture
-        return f"\n(no timeline picture: {exc})"
-    return f"\nEach worker's work over time: {path}"
 
 
 def _values(values) -> str:

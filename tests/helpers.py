@@ -105,8 +105,9 @@ def make_submission(parent: Path, edits: dict[str, list[Edit] | Edit | None],
 
 
 def leftover_processes() -> list[str]:
-    """MPI or ipyparallel processes still running on this machine, whoever started them
-    (for CI's final check; tests use ``GraderRun.leftovers``, which sees only their run)."""
+    """MPI or ipyparallel processes, or simulated hosts, still running on this machine,
+    whoever started them (for CI's final check; tests use ``GraderRun.leftovers``, which sees
+    only their run)."""
     found = []
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         try:
@@ -115,6 +116,6 @@ def leftover_processes() -> list[str]:
             continue
         if any(n in (proc.info["name"] or "") for n in LEFTOVER_NAMES) or \
                 "parakit.worker.grade" in cmd or "ipyparallel.engine" in cmd or \
-                "ipyparallel.controller" in cmd:
+                "ipyparallel.controller" in cmd or "parakit-simulated-host" in cmd:
             found.append(f"{proc.info['pid']} {cmd[:120]}")
     return found

@@ -30,12 +30,13 @@ from pathlib import Path
 import psutil
 
 KIT = Path(__file__).resolve().parent.parent
+MARKER = "parakit-simulated-host"  # on the command line of every host's init: found if left
 
 # PID 1 of a simulated host: name it, give it its own /tmp and /etc/hosts, say it is ready, and
 # reap orphans until it is killed (a PID namespace ends with its init).
 _INIT = r"""
 import os, socket, subprocess, sys, time
-name, hosts, ready, keep, *shared = sys.argv[1:]
+marker, name, hosts, ready, keep, *shared = sys.argv[1:]
 socket.sethostname(name)
 def mount(*args):
     subprocess.run(["mount", *args], check=True)
@@ -127,7 +128,7 @@ class SimCluster:
             ready.unlink(missing_ok=True)
             proc = subprocess.Popen(
                 ["unshare", "--uts", "--mount", "--pid", "--fork", "--mount-proc",
-                 "--propagation", "private", sys.executable, "-c", _INIT, name,
+                 "--propagation", "private", sys.executable, "-c", _INIT, MARKER, name,
                  str(hosts_dir / f"{name}.hosts"), str(ready), str(self.root / "keep" / name),
                  *self.shared],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

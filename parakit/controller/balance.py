@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from parakit import timeline
 from parakit.controller.evidence import Evidence
 from problems.mandelbrot import Spec, row_work
 
@@ -134,3 +136,16 @@ def describe(m: Measures, evidence: Evidence) -> str:
                      f"{m.busy[pid] * 1e3:.0f} ms, finished at {m.finish[pid] * 1e3:.0f} ms, "
                      f"longest wait while others computed {m.wait[pid] * m.span * 1e3:.0f} ms")
     return "\n".join(lines)
+
+
+def picture(evidence: Evidence, path: Path, backend: str, title: str) -> str:
+    """Draw each worker's work over time in ``path`` (``parakit.timeline``); the sentence that
+    says where, for a failure message ('' ... if it could not be written, and why)."""
+    procs = sorted(evidence.by_process().items(), key=lambda item: evidence.label(item[0]))
+    rows = timeline.rows_of((evidence.label(p), [(r.start, r.end) for r in recs])
+                            for p, recs in procs)
+    try:
+        timeline.write(path, [(title, rows, timeline.COLOURS.get(backend, "tab:blue"), False)])
+    except (OSError, ValueError) as exc:  # the verdict stands without its picture
+        return f"\n(no timeline picture: {exc})"
+    return f"\nEach worker's work over time: {path}"

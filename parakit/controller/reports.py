@@ -27,7 +27,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,35 +56,6 @@ class TestResult:
     output: str = ""  # the failure message: the grader's verdict, never its traceback
     duration: float = 0.0  # seconds, setup + call + teardown
     hidden: bool = False  # an instructor-only test (shown with the hidden visibility)
-
-
-class ResultCollector:
-    """Failure messages and durations per test, gathered from pytest's reports."""
-
-    def __init__(self) -> None:
-        self.messages: dict[str, str] = {}
-        self.durations: dict[str, float] = {}
-
-    def add(self, nodeid: str, when: str, outcome: str, duration: float, longrepr) -> None:
-        self.durations[nodeid] = self.durations.get(nodeid, 0.0) + float(duration or 0.0)
-        if outcome == "failed" and nodeid not in self.messages:
-            message = short_message(longrepr)
-            self.messages[nodeid] = message if when == "call" else f"error in {when}: {message}"
-        elif outcome == "skipped" and nodeid not in self.messages:
-            reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
-            self.messages[nodeid] = f"skipped: {reason}".rstrip(": ")
-
-    def results(self, outcomes: Mapping[str, tuple[str, float, float]],
-                hidden: Iterable[str] = ()) -> list[TestResult]:
-        """One result per scored test; ``outcomes`` is ``Scoreboard.outcomes``."""
-        hidden = set(hidden)
-        out = []
-        for nodeid, (exercise, got, points) in outcomes.items():
-            passed = got >= points
-            out.append(TestResult(nodeid, exercise, got, points, passed,
-                                  "" if passed else self.messages.get(nodeid, "not run"),
-                                  round(self.durations.get(nodeid, 0.0), 3), nodeid in hidden))
-        return out
 
 
 def short_message(longrepr, limit: int | None = MAX_OUTPUT) -> str:
