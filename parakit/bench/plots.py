@@ -126,7 +126,7 @@ def mandelbrot_figure(results: list[dict], size: str, workers: int, image_file: 
 
 
 def _work_bars(ax, results: list[dict], backend: str, size: str, workers: int) -> None:
-    width = 0.4
+    width, drawn = 0.4, False
     for offset, scheme in ((-width / 2, "chunked"), (width / 2, "balanced")):
         row = next((r for r in results if (r["workload"], r["backend"], r["scheme"], r["size"],
                                            r["workers"]) == ("mandelbrot", backend, scheme, size,
@@ -134,14 +134,21 @@ def _work_bars(ax, results: list[dict], backend: str, size: str, workers: int) -
                    None)
         if row is None:
             continue
+        drawn = True
         work = np.array(row["worker_work"])
         computing = np.array(report.computing(backend, scheme, row["worker_work"]))
         share = work / computing.mean()  # 1 = a perfect share of the work
         ax.bar(np.arange(len(work)) + offset, share, width,
                label=f"{scheme}: R = {imbalance(computing):.2f}")
+    ax.set_title(f"{backend}, {workers} workers: work per worker")
+    if not drawn:  # the backend was left out, or its functions did not run
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes,
+                fontsize=11, color="grey")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
     ax.axhline(1, color="k", ls="--", lw=1)
     ax.set_xticks(range(workers))
-    ax.set_title(f"{backend}, {workers} workers: work per worker")
     ax.set_xlabel("worker" + (" (rank 0: the balanced master)" if backend == "mpi" else ""))
     ax.set_ylabel("work / ideal share")
     if ax.get_legend_handles_labels()[0]:
