@@ -99,7 +99,10 @@ def remote_leftovers(hosts: Hosts, child: Child, seen: observe.Seen) -> dict[str
     left = {}
     for host, procs in hosts.probe_all("new", str(child.created), TAG_VAR, child.tag).items():
         parent = {p["pid"]: p["ppid"] for p in procs}
-        own = {p["pid"] for p in procs if p["name"].startswith(PROXIES)}
+        # a launcher's proxy, or the remote shell's wrapper that starts one (it may outlive
+        # the proxy by a moment)
+        own = {p["pid"] for p in procs
+               if p["name"].startswith(PROXIES) or any(x in p["cmdline"] for x in PROXIES)}
         for pid in list(own):  # the remote shell's processes above a proxy
             while parent.get(pid) in parent:
                 pid = parent[pid]
