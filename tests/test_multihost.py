@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.multihost,
                                  reason=simcluster.unavailable() or "namespaces available")]
 HOSTS = ("node1", "node2")
 ENTRIES = {e.name: e for e in CATALOGUE + TRUST + MANDELBROT}
-ACROSS = ["matmul_mpi_deadlock", "mpi_rank_escapes", "ipp_engine_escapes",
+ACROSS = ["matmul_mpi_deadlock", "mpi_rank_escapes", "mpi_rank_escapes_as_proxy",
+          "ipp_engine_escapes",
           "mpi_balanced_forged_trace", "ipp_balanced_forged_trace"]
 
 

@@ -91,6 +91,15 @@ class RemoteRankObserver(RankObserver):
                 seen.workers[(host, pid)] = f"rank {rank} (pid {pid} on {host})"
 
 
+def _from_graded_code(pid: int, parent: dict[int, int], ranks: set[int]) -> bool:
+    """Whether a process is below a rank, or detached (adopted by the host's init)."""
+    while pid in parent:
+        if pid in ranks or parent[pid] == 1:
+            return True
+        pid = parent[pid]
+    return False
+
+
 def remote_leftovers(hosts: Hosts, child: Child, seen: observe.Seen) -> dict[str, list[dict]]:
     """Processes of the run still on the hosts after it returned, by host: started since the
     run, with its tag or detached (an orphan), and neither a rank, nor a launcher's proxy,
@@ -99,15 +108,17 @@ def remote_leftovers(hosts: Hosts, child: Child, seen: observe.Seen) -> dict[str
     left = {}
     for host, procs in hosts.probe_all("new", str(child.created), TAG_VAR, child.tag).items():
         parent = {p["pid"]: p["ppid"] for p in procs}
+        rank_pids = set(_ranks_on(procs).values()) | {pid for h, pid in ranks if h == host}
+
         # a launcher's proxy, or the remote shell's wrapper that starts one (it may outlive
-        # the proxy by a moment)
-        own = {p["pid"] for p in procs
-               if p["name"].startswith(PROXIES) or any(x in p["cmdline"] for x in PROXIES)}
+        # the proxy by a moment); never something a rank started, whatever its name
+        own = {p["pid"] for p in procs if not _from_graded_code(p["pid"], parent, rank_pids)
+               and (p["name"].startswith(PROXIES) or any(x in p["cmdline"] for x in PROXIES))}
         for pid in list(own):  # the remote shell's processes above a proxy
             while parent.get(pid) in parent:
                 pid = parent[pid]
                 own.add(pid)
-        own |= set(_ranks_on(procs).values()) | {pid for h, pid in ranks if h == host}
+        own |= rank_pids
         mine = [p for p in procs if p["pid"] not in own]
         if mine:
             left[host] = mine
