@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from parakit.controller import proctree
+from parakit.controller import proctree, shm
 
 KIT = Path(__file__).resolve().parent.parent
 LEFTOVER_NAMES = ("mpiexec", "hydra_pmi_proxy", "ipengine", "ipcontroller")
@@ -24,7 +24,7 @@ class GraderRun:
     output: str
     results: dict[str, tuple[str, str]]  # test name -> (outcome, failure message)
     seconds: float
-    leftovers: list[str]  # processes of this run still alive after it ended
+    leftovers: list[str]  # processes of this run still alive after it ended, files it left
 
     def failed(self) -> dict[str, str]:
         return {k: msg for k, (outcome, msg) in self.results.items() if outcome == "failed"}
@@ -41,6 +41,7 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
     cmd = [sys.executable, "-m", "pytest", "grader", "-p", "no:cacheprovider",
            f"--junitxml={xml}", *args]
     start = time.monotonic()
+    began = time.time()
     # While the grader runs, this process is a subreaper: a process that escapes the grader's
     # tree, its tags and the grader itself is re-parented here, where it is found.
     was_subreaper = proctree.is_subreaper()
@@ -58,8 +59,10 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
             escaped |= {child, *child.children(recursive=True)}
     escaped = set(proctree.alive(escaped))
     left = [proctree.describe(p) for p in escaped]
+    left += [f"{path} (shared memory)" for path in shm.leaked(began)]
     proctree.terminate(escaped)  # so that one failing test leaves nothing for the next
     proctree.reap()
+    shm.sweep(began)
     if not was_subreaper:
         proctree.become_subreaper(False)
     results = {}
@@ -104,11 +107,11 @@ def make_submission(parent: Path, edits: dict[str, list[Edit] | Edit | None],
     return dest
 
 
-def leftover_processes() -> list[str]:
+def leftover_processes(since: float = 0.0) -> list[str]:
     """MPI or ipyparallel processes, or simulated hosts, still running on this machine,
-    whoever started them (for CI's final check; tests use ``GraderRun.leftovers``, which sees
-    only their run)."""
-    found = []
+    whoever started them, and shared-memory files left in /dev/shm since ``since`` (for CI's
+    final check; tests use ``GraderRun.leftovers``, which sees only their run)."""
+    found = [f"{path} (shared memory)" for path in shm.leaked(since)]
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])

@@ -6,8 +6,8 @@ Each "host" is a set of Linux namespaces around a small init process:
 - PID: its own process table, so pids repeat across hosts as on a real cluster, and an orphan
   stays on its host (under its init) instead of coming back to the grader;
 - mount: its own ``/tmp`` (an empty tmpfs; what the cluster shares stays visible, even a
-  checkout under /tmp), its own ``/proc``, and an ``/etc/hosts`` that names every simulated
-  host and this machine, all at 127.0.0.1.
+  checkout under /tmp), its own ``/dev/shm`` and ``/proc``, and an ``/etc/hosts`` that names
+  every simulated host and this machine, all at 127.0.0.1.
 
 The network namespace is this machine's: hosts reach each other, and the machine, over
 loopback only. ``rsh`` in the cluster's folder stands in for ``ssh HOST COMMAND``: it runs the
@@ -46,6 +46,7 @@ for i, path in enumerate(under_tmp):
     os.makedirs(f"{keep}/{i}", exist_ok=True)
     mount("--bind", path, f"{keep}/{i}")
 mount("-t", "tmpfs", "tmpfs", "/tmp")
+mount("-t", "tmpfs", "tmpfs", "/dev/shm")  # a host's shared memory is its own
 for i, path in enumerate(under_tmp):
     os.makedirs(path, exist_ok=True)
     mount("--bind", f"{keep}/{i}", path)

@@ -143,6 +143,7 @@ class Mpi(Backend):
         if self.hosts.several:  # the run's tagged processes, then what detached from them
             self.hosts.probe_all("kill", TAG_VAR, child.tag)
             self.hosts.end(remote_leftovers(self.hosts, child, observe.Seen()))
+            self.hosts.probe_all("shm", str(child.began))  # what the killed ranks left there
 
     def stop(self) -> None:
         if self.hosts.several:  # anything of this session's runs, on every host

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from parakit.controller import shm
 from parakit.controller.proctree import (
     HOST,
     OWNER_VAR,
@@ -67,6 +68,7 @@ class Child:
                  outdir: str | os.PathLike, output_limit: int = 1 << 20,
                  user: tuple[int, int] | None = None):
         self.tag = uuid.uuid4().hex
+        self.uids = {os.getuid()} if user is None else {os.getuid(), user[0]}
         self.outdir = Path(outdir)
         env = {**env, TAG_VAR: self.tag, OWNER_VAR: str(os.getpid())}
         as_user = {}
@@ -74,6 +76,7 @@ class Child:
             watch_uid(user[0])
             as_user = {"user": user[0], "group": user[1], "extra_groups": []}
             env["HOME"] = str(cwd)
+        self.began = time.time()  # the wall clock, as files' times are
         self.popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                       start_new_session=True, **as_user)
@@ -173,7 +176,8 @@ class Child:
 
     def stop(self) -> list[psutil.Process]:
         """Kill the whole tree (TERM, short wait, KILL); return processes that needed KILL.
-        Repeated while processes are left: one may fork while the others are being killed."""
+        Repeated while processes are left: one may fork while the others are being killed.
+        Then remove the shared-memory files the tree left (``parakit.controller.shm``)."""
         killed = []
         for _ in range(3):
             tree = self.tree()
@@ -185,6 +189,7 @@ class Child:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
+        shm.sweep(self.began, self.uids)  # what killed ranks and pools left in /dev/shm
         for cap in self.captures.values():
             cap.join(timeout=5)
         return killed

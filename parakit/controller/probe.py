@@ -14,10 +14,12 @@ graded process, and reads that host's process table, as ``psutil`` does on this 
 - ``cpu PID...``: CPU seconds of each process still there;
 - ``signal SIGNAL VAR VALUE PID...``: send SIGNAL to those of the PIDs that are Python
   processes so tagged (stack dumps: a process without a handler would end);
-- ``kill VAR VALUE``: end the processes so tagged (TERM, a short wait, KILL).
+- ``kill VAR VALUE``: end the processes so tagged (TERM, a short wait, KILL);
+- ``shm SINCE``: remove the shared-memory files this user's processes left in the host's
+  ``/dev/shm`` since ``SINCE`` (``parakit.controller.shm``).
 
-It imports only the standard library and psutil: it must run before anything else of the kit
-on a host that merely shares the checkout.
+It imports only the standard library, psutil and ``parakit.controller.shm`` (standard library
+only): it must run before anything else of the kit on a host that merely shares the checkout.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import socket
 import sys
 
 import psutil
+
+from parakit.controller import shm
 
 
 def _tagged(var: str, value: str) -> list[psutil.Process]:
@@ -158,6 +162,8 @@ def main(argv: list[str]) -> int:
         answer = kill(args[0], args[1])
     elif action == "new":
         answer = new(float(args[0]), dict(zip(args[1::2], args[2::2], strict=True)))
+    elif action == "shm":
+        answer = shm.sweep(float(args[0]))
     elif action == "killpids":
         answer = killpids([int(a) for a in args])
     else:

@@ -1,0 +1,70 @@
+"""Shared-memory files that killed processes leave behind, found and removed.
+
+MPICH's ranks on one host talk through a segment in ``/dev/shm`` (``mpich_shm_*``) that
+``MPI_Finalize`` unlinks; multiprocessing's semaphores (``sem.mp-*``) are unlinked by its
+resource tracker. A rank or a tracker that is killed (a hang, ``MPI_Abort``, the grader ending
+a job) unlinks nothing, and ``/dev/shm`` is memory: a few MB per killed job, which a day of
+grading turns into gigabytes and then into the kernel's out-of-memory killer.
+
+After a job's processes have ended, :func:`sweep` removes what the job left: files in
+``/dev/shm`` created since it started, owned by a user its processes ran as, and mapped by no
+live process (a segment still in use is mapped by its users; another job's segment is in use
+while that job runs). It imports only the standard library: the probe runs it on other hosts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+SHM = Path("/dev/shm")
+CLOCK_SLACK = 0.05  # files' times come from the kernel's coarse clock, up to a tick behind
+
+
+def mapped() -> set[str]:
+    """Every ``/dev/shm`` path that a live process (one we may read) has mapped."""
+    found = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:  # gone, or another user's
+            continue
+        for line in text.splitlines():
+            if f" {SHM}/" in line:
+                found.add(line.split(None, 5)[-1].removesuffix(" (deleted)"))
+    return found
+
+
+def leaked(since: float, uids: Iterable[int] | None = None) -> list[Path]:
+    """Files in ``/dev/shm`` created at or after ``since`` (epoch seconds), owned by one of
+    ``uids`` (default: ours) and mapped by no live process."""
+    owners = {os.getuid()} if uids is None else set(uids)
+    try:
+        entries = list(SHM.iterdir())
+    except OSError:  # no /dev/shm (not Linux): nothing can be left there
+        return []
+    candidates = []
+    for path in entries:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if path.is_file() and info.st_uid in owners and info.st_ctime >= since - CLOCK_SLACK:
+            candidates.append(path)
+    if not candidates:
+        return []
+    in_use = mapped()
+    return sorted(p for p in candidates if str(p) not in in_use)
+
+
+def sweep(since: float, uids: Iterable[int] | None = None) -> list[str]:
+    """Remove what :func:`leaked` finds; return the names removed."""
+    removed = []
+    for path in leaked(since, uids):
+        try:
+            path.unlink()
+            removed.append(path.name)
+        except OSError:
+            continue
+    return removed

@@ -1,0 +1,38 @@
+"""Shared memory that killed processes leave in /dev/shm is removed, and only that."""
+
+from __future__ import annotations
+
+import time
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import pytest
+
+from parakit.controller import shm
+
+pytestmark = pytest.mark.skipif(not shm.SHM.is_dir(), reason="no /dev/shm on this system")
+
+
+def test_a_segment_in_use_is_kept_and_a_left_one_is_removed():
+    since = time.time()
+    segment = shared_memory.SharedMemory(create=True, size=4096)
+    path = Path(shm.SHM, segment.name.lstrip("/"))
+    try:
+        assert path.exists() and path not in shm.leaked(since)  # mapped: in use
+        segment.close()  # unmapped but not unlinked: what a killed process leaves
+        assert shm.leaked(since) == [path]
+        assert shm.sweep(since) == [path.name] and not path.exists()
+    finally:
+        if path.exists():
+            segment.unlink()
+
+
+def test_what_was_there_before_the_run_is_not_touched():
+    segment = shared_memory.SharedMemory(create=True, size=4096)
+    segment.close()
+    path = Path(shm.SHM, segment.name.lstrip("/"))
+    try:
+        time.sleep(0.2)
+        assert shm.sweep(time.time()) == [] and path.exists()
+    finally:
+        segment.unlink()
