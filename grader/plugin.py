@@ -19,7 +19,7 @@ import pytest
 
 from grader.scores import Scoreboard, ScoreReporter
 from parakit import backends
-from parakit.controller import proctree, reports
+from parakit.controller import proctree, reports, stubs
 from parakit.controller.grading import Grading
 from parakit.controller.runtime import Runtime, hand_over
 from parakit.controller.settings import (
@@ -134,6 +134,30 @@ def pytest_collection(session: pytest.Session) -> None:
         config.args.append(str(hidden))
 
 
+def _backend(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("backend") if callspec is not None else None
+
+
+def _runs_ipp_code(items: list[pytest.Item], settings: Settings) -> bool:
+    """Whether a selected test runs a function of the target on ipyparallel that is not a
+    stub (one with ``_ipp`` in its name, in its exercise's module)."""
+    modules = {reports.exercise_of(item.path) for item in items if _backend(item) == "ipp"}
+    return any(stubs.any_implemented(settings.target.directory / f"{module}.py", "_ipp")
+               for module in modules)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """ipyparallel tests last in each module: the cluster started at the session's start comes
+    up while the others run (a stable sort: the order is otherwise the file's)."""
+    first = {}
+    for item in items:
+        first.setdefault(item.path, len(first))
+    items.sort(key=lambda item: (first[item.path],
+                                 is_graded(config, item.path) and _backend(item) == "ipp"))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:  # after -k / -m deselection: only what runs counts
         if is_graded(session.config, item.path):
@@ -209,6 +233,12 @@ def session_backends(request: pytest.FixtureRequest, settings: Settings,
     found = backends.session(settings.workers, workdir, settings.mpiexec or None,
                              settings.ipp_connect or None, settings.run_as, settings.hosts,
                              say=_terminal_line(request.config))
+    cluster = found["ipp"].cluster
+    if cluster.can_launch_early and _runs_ipp_code(request.session.items, settings):
+        try:  # its engines come up while the tests before the first ipyparallel one run
+            cluster.launch()
+        except backends.BackendError:
+            pass  # the first ipyparallel test tries again, and fails with the reason
     yield found
     backends.stop_all(found)
 

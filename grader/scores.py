@@ -114,6 +114,7 @@ class ScoreReporter:
         self.results = ResultCollector()
         self.hidden: set[str] = set()
         self.start = time.monotonic()
+        self.began = time.time()  # the wall clock, as files' times are (shared memory left)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.scores.add_report(report)
@@ -136,7 +137,7 @@ class ScoreReporter:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """End every process the run started, then write the CI reports asked for, from the
         same scores as the table: nothing the graded code left can write after them."""
-        proctree.end_all(str(os.getpid()))
+        proctree.end_all(str(os.getpid()), since=self.began)
         if not (self.settings.grade_json or self.settings.classroom_json):
             return
         why = self._no_score(session.config, int(exitstatus))

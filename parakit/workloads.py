@@ -84,7 +84,8 @@ WORKLOADS = {
     "mandelbrot": Workload(
         "mandelbrot", ("150x100", "600x400"),
         "WxH or WxH:MAXIT on the course viewport (150x100 is the grading spec)", 1, True,
-        _variants("mandelbrot", ("chunked", "balanced"))),
+        _variants("mandelbrot", ("chunked", "balanced")),
+        (Variant("mpi", "master-only", "reference.contrasts", "mandelbrot_mpi_master_only"),)),
     "wordcount": Workload(
         "wordcount", ("20MB",), "a corpus size such as 20MB (generated, seeded)", 1, False,
         _variants("wordcount", ("",))),

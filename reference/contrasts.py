@@ -9,6 +9,9 @@ two times measures that idea:
 - ``matmul_pool_ship_b``: every pool task carries its own pickled copy of B.
 - ``matmul_pool_per_worker``: B reaches each worker once, through the pool's initializer; the
   same tasks then carry rows of A only.
+- ``mandelbrot_mpi_master_only``: the classic master-worker, whose master only schedules
+  (``reference.mandelbrot.mandelbrot_mpi_balanced`` has it compute between hand-outs): with
+  as many ranks as cores, one core mostly waits.
 
 Not part of the student release (they are working solutions).
 """
@@ -19,8 +22,10 @@ import multiprocessing
 
 import numpy as np
 
+from problems.mandelbrot import Spec, compute_rows
 from problems.matmul import multiply
 from problems.pools import pool_size
+from reference import mandelbrot
 from reference.matmul import TASKS_PER_WORKER  # the reference's tasks: only B's journey differs
 
 
@@ -65,3 +70,14 @@ def matmul_pool_per_worker(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:
     with multiprocessing.Pool(pool_size(pool), _set_b, (B,)) as own:
         blocks = own.map(_times_b, _row_blocks(A, pool_size(pool)), chunksize=1)
     return np.vstack(blocks)
+
+
+def mandelbrot_mpi_master_only(spec: Spec, comm) -> np.ndarray | None:
+    """As ``reference.mandelbrot.mandelbrot_mpi_balanced``, with a master that never computes
+    (alone, it has to)."""
+    if comm.Get_size() == 1:
+        return compute_rows(spec, range(spec.h))
+    if comm.Get_rank() == 0:
+        return mandelbrot._master(spec, comm, computes=False)
+    mandelbrot._worker(spec, comm)
+    return None

@@ -101,25 +101,26 @@ def mandelbrot_mpi_chunked(spec: Spec, comm: MPI.Comm) -> np.ndarray | None:
 
 _WORK, _STOP = 1, 2  # message tags: a batch of rows to compute / no more work
 AHEAD = 2  # batches a worker holds at once: it starts the next while its result travels
-POLL = 2e-4  # seconds the master sleeps between checks for finished batches
+POLL = 2e-4  # seconds the master sleeps between checks once it has nothing left to compute
 
 
 def mandelbrot_mpi_balanced(spec: Spec, comm: MPI.Comm) -> np.ndarray | None:
-    """Master-worker: rank 0 hands out row batches as workers finish and collects the rows."""
-    rank, size = comm.Get_rank(), comm.Get_size()
-    if size == 1:  # nobody to hand work to
-        return compute_rows(spec, range(spec.h))
-    if rank == 0:
+    """Master-worker where the master computes too: rank 0 hands out row batches as workers
+    finish, and computes a batch itself whenever no result is waiting. Alone, it computes
+    everything (there is nobody to hand work to)."""
+    if comm.Get_rank() == 0:
         return _master(spec, comm)
     _worker(spec, comm)
     return None
 
 
-def _master(spec: Spec, comm: MPI.Comm) -> np.ndarray:
+def _master(spec: Spec, comm: MPI.Comm, computes: bool = True) -> np.ndarray:
     from mpi4py import MPI
 
-    # The master only schedules: a master busy computing would leave every worker that
-    # finishes meanwhile waiting for its next batch.
+    # Why the master computes: with P ranks on P cores, a master that only schedules leaves a
+    # core idle (about 1x at np=2 on 2 cores: reference.contrasts.mandelbrot_mpi_master_only).
+    # It serves the workers between its own batches, and each worker holds AHEAD batches, so
+    # one of the master's batches (BATCH rows) never leaves a worker without work.
     image = np.empty((spec.h, spec.w), dtype=np.intc)
     todo = deque(_batches(spec.h))
     queued: dict[int, deque] = {w: deque() for w in range(1, comm.Get_size())}
@@ -140,36 +141,32 @@ def _master(spec: Spec, comm: MPI.Comm) -> np.ndarray:
         buf = np.empty((len(rows), spec.w), dtype=np.intc)
         queued[w].append((rows, comm.Irecv(buf, source=w), buf))
 
+    def collect() -> bool:
+        """Place every result that has arrived and refill its worker; True if any had."""
+        arrived = False
+        for w, batches in queued.items():
+            # A worker's batches finish in the order it got them (messages between two ranks
+            # arrive in order): only the oldest can be done.
+            while batches and batches[0][1].Test():
+                rows, _, buf = batches.popleft()
+                image[rows] = buf
+                feed(w)
+                arrived = True
+        return arrived
+
     for _ in range(AHEAD):  # prime every worker (or stop it: more workers than batches)
         for w in queued:
             feed(w)
-    while any(queued.values()):
-        # The oldest batch of each worker is the one it finishes next (messages between two
-        # ranks arrive in order); take whichever result comes first, then feed that worker.
-        heads = [w for w in queued if queued[w]]
-        w = heads[_wait_any([queued[w][0][1] for w in heads])]
-        rows, _, buf = queued[w].popleft()
-        image[rows] = buf
-        feed(w)
+    while todo or any(queued.values()):
+        if collect():
+            continue
+        if todo and computes:  # no result waiting: the master's own share
+            rows = todo.popleft()
+            image[rows] = compute_rows(spec, rows)
+        else:  # not a busy Waitany: MPI polls at 100% CPU in it, taking a core from workers
+            time.sleep(POLL)
     MPI.Request.Waitall(sends)
     return image
-
-
-def _wait_any(requests: list) -> int:
-    """``MPI.Request.Waitany`` that does not keep a core busy.
-
-    MPI implementations busy-poll inside Waitany. Here the master would spin at 100% CPU for
-    the whole run, which on a laptop with as many workers as cores takes a core from them
-    (measured: speedup 0.99 instead of 1.84-1.88 with 2 workers + master on 2 cores). Testing and
-    sleeping briefly costs at most POLL per result, hidden by the batch each worker holds.
-    """
-    from mpi4py import MPI
-
-    while True:
-        index, done = MPI.Request.Testany(requests)
-        if done:
-            return index
-        time.sleep(POLL)
 
 
 def _worker(spec: Spec, comm: MPI.Comm) -> None:
@@ -196,10 +193,27 @@ def mandelbrot_ipp_chunked(spec: Spec, view) -> np.ndarray:
 
 
 def mandelbrot_ipp_balanced(spec: Spec, view) -> np.ndarray:
-    """Small row batches on a LoadBalancedView: an idle engine takes the next batch."""
-    batches = _batches(spec.h)
+    """Guided self-scheduling on a LoadBalancedView: batches shrink as the work runs out, and
+    an idle engine takes the next one."""
+    # A task costs 1-3 ms on its way through ipyparallel's scheduler (measured by
+    # `parakit bench`), as much as a few rows: 2-row batches made the 600x400 image slower on 2
+    # engines than on one. Guided batches (what is left / (2 * engines)) make few big tasks
+    # first and small ones at the end, where they even out the load: 19 tasks for 400 rows on
+    # 2 engines instead of 200.
+    batches = _guided_batches(spec.h, len(view))
     results = view.map_sync(compute_rows, [spec] * len(batches), batches)
     return np.vstack(results)  # map returns the results in the order of the batches
+
+
+def _guided_batches(h: int, workers: int) -> list[list[int]]:
+    """Consecutive row batches, each ``ceil(rows left / (2 * workers))`` rows: no batch is more
+    than half a worker's fair share, and the last ones are single rows."""
+    batches, k = [], 0
+    while k < h:
+        size = -(-(h - k) // (2 * workers))
+        batches.append(list(range(k, k + size)))
+        k += size
+    return batches
 
 
 # -- multiprocessing --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from parakit import bundle
-from parakit.controller import proctree, reports
+from parakit.controller import proctree, reports, shm
 from tests.helpers import KIT, run_grader
 
 RUN_AUTOGRADER = KIT / "ci" / "gradescope" / "run_autograder"
@@ -126,8 +126,9 @@ def run_autograder(root: Path, *pytest_args: str, run_as: str = "",
     return json.loads((root / "results" / "results.json").read_text()), output
 
 
-def _end_run(pid_file: Path) -> None:
-    """What the killed pytest left (its graded job) goes; none may stay."""
+def _end_run(pid_file: Path, since: float) -> None:
+    """What the killed pytest left (its graded job, and the shared memory of its ranks, which
+    only the killed grader would have removed) goes; none may stay."""
     if not pid_file.exists():
         return
     owner = pid_file.read_text().strip()
@@ -135,19 +136,20 @@ def _end_run(pid_file: Path) -> None:
     while proctree.tagged(proctree.OWNER_VAR, owner) and time.monotonic() < deadline:
         time.sleep(0.2)
     proctree.terminate(proctree.tagged(proctree.OWNER_VAR, owner))
+    shm.sweep(since)
 
 
 # -- Gradescope's run_autograder --------------------------------------------------------------
 
 def test_a_forged_report_of_a_killed_run_is_replaced_by_a_visible_zero(tmp_path):
     root = make_autograder(tmp_path, FORGER)
-    pid_file = tmp_path / "killed-pid"
+    pid_file, began = tmp_path / "killed-pid", time.time()
     (tmp_path / "tmp").mkdir()  # the killed grader cannot remove its session folder
     try:
         data, output = run_autograder(root, "-k", ONE_TEST, env={
             "FORGER_PID_FILE": str(pid_file), "TMPDIR": str(tmp_path / "tmp")})
     finally:
-        _end_run(pid_file)
+        _end_run(pid_file, began)
     assert pid_file.exists(), output[-3000:]  # the graded code did kill pytest
     assert data["score"] == 0 and data["tests"] == [], data
     assert "FORGED" not in json.dumps(data)
@@ -263,7 +265,7 @@ def test_classroom_grades_from_a_grader_only_checkout_and_replaces_forged_result
     runner_temp, outputs = tmp_path / "runner-temp", tmp_path / "github-output"
     runner_temp.mkdir()
     (runner_temp / "result.json").write_text('{"stale": true}')
-    pid_file = tmp_path / "killed-pid"
+    pid_file, began = tmp_path / "killed-pid", time.time()
     (tmp_path / "tmp").mkdir()  # the killed grader cannot remove its session folder
     try:
         proc = subprocess.run(
@@ -273,7 +275,7 @@ def test_classroom_grades_from_a_grader_only_checkout_and_replaces_forged_result
                  str(workspace), "GITHUB_OUTPUT": str(outputs), "FORGER_PID_FILE": str(pid_file),
                  "PYTEST_ADDOPTS": f"-k '{ONE_TEST}'", "TMPDIR": str(tmp_path / "tmp")})
     finally:
-        _end_run(pid_file)
+        _end_run(pid_file, began)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert pid_file.exists()
     [line] = [x for x in outputs.read_text().splitlines() if x.startswith("result=")]

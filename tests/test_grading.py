@@ -54,8 +54,9 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
     import sys
     import time
 
-    from parakit.controller import proctree
+    from parakit.controller import proctree, shm
 
+    began = time.time()
     profile = tmp_path / "profile_user"
     env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
     cluster = subprocess.Popen([sys.executable, "-m", "ipyparallel.cluster", "start", "-n", "2",
@@ -92,4 +93,5 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
         procs = [psutil.Process(cluster.pid), *psutil.Process(cluster.pid).children(True)] \
             if psutil.pid_exists(cluster.pid) else []
         proctree.terminate(procs)
+        shm.sweep(began)  # killed, its engines (which imported mpi4py) cannot unlink theirs
     assert run.leftovers == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -36,3 +37,15 @@ def test_what_was_there_before_the_run_is_not_touched():
         assert shm.sweep(time.time()) == [] and path.exists()
     finally:
         segment.unlink()
+
+
+def test_a_semaphore_in_use_is_kept_though_its_map_names_another_file():
+    """glibc makes a POSIX semaphore under a temporary name, maps it, then links it to its
+    real name: the map names a deleted file, the inode is the same."""
+    since = time.time()
+    semaphore = multiprocessing.get_context("spawn").Semaphore()  # named until a child opens it
+    made = [p for p in shm.SHM.glob("sem.mp-*") if p.stat().st_ctime >= since - 1]
+    assert made, "no named semaphore was made"
+    assert not set(made) & set(shm.leaked(since)) and shm.sweep(since) == []
+    assert all(p.exists() for p in made)
+    del semaphore

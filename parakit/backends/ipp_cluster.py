@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from parakit.backends.base import BackendError
-from parakit.controller import observe, proctree
+from parakit.controller import observe, proctree, shm
 from parakit.controller.hosts import Hosts
 from parakit.controller.runtime import child_env
 
@@ -45,6 +45,8 @@ class SessionCluster:
         self.user_file = connection_file
         self._cluster = None
         self._client = None
+        self._ready = False  # launched (processes started) and engines registered
+        self._begin = self._began = 0.0  # when launched: perf_counter, wall clock
         self.start_seconds: float | None = None
         self.engines: list[observe.Proc] = []  # the engines we started (none: a user's cluster)
         self.needs_restart = False
@@ -57,8 +59,16 @@ class SessionCluster:
         if self.needs_restart:
             self.stop()
         if self._cluster is None:
-            self._start()
+            self.launch()
+        if not self._ready:
+            self._wait_for_engines()
         return self._file
+
+    @property
+    def can_launch_early(self) -> bool:
+        """Whether :meth:`launch` may run while jobs do: on this machine only (on other hosts
+        the remote shell's waiters would appear during a job)."""
+        return not self.user_file and not self.hosts.several
 
     def _user_connection(self) -> str:
         path = Path(self.user_file).expanduser()
@@ -68,7 +78,12 @@ class SessionCluster:
                                "~/.ipython/profile_default/security/ipcontroller-client.json)")
         return str(path)
 
-    def _start(self) -> None:
+    def launch(self) -> None:
+        """Start the controller and the engines' processes, without waiting for the engines
+        to register (:meth:`connection_file` does): started early, they come up while other
+        tests run. Their process trees are spared from every job's (``proctree.spare``)."""
+        if self.user_file or self._cluster is not None:
+            return
         import ipyparallel as ipp
         from traitlets.config import Config
 
@@ -88,7 +103,7 @@ class SessionCluster:
             config.LocalEngineSetLauncher.environment = {**env, "HOME": str(home)}
             config.LocalEngineSetLauncher.engine_cmd = as_user(
                 [sys.executable, "-m", "ipyparallel.engine"], *self.run_as)
-        begin = time.perf_counter()
+        self._begin, self._began = time.perf_counter(), time.time()
         on = f" on {self.hosts.describe()}" if self.hosts.several else ""
         self.say(f"ipyparallel: starting a cluster of {self.n} engines{on} ...")
         where = {"engine_launcher_class": "ssh", "controller_ip": "*"} \
@@ -98,7 +113,18 @@ class SessionCluster:
         self._cluster = cluster
         atexit.register(self.stop)
         try:
-            self._client = cluster.start_and_connect_sync()
+            cluster.start_cluster_sync()  # returns once the controller is up
+        except Exception as exc:
+            self.stop()
+            raise BackendError(f"the ipyparallel cluster did not start ({exc}); see the logs in "
+                               f"{ipython_dir}") from exc
+        proctree.spare(_launched_pids(cluster))
+
+    def _wait_for_engines(self) -> None:
+        cluster = self._cluster
+        ipython_dir = self.workdir / "ipython"
+        try:
+            self._client = cluster.connect_client_sync()
             self._client.wait_for_engines(self.n, timeout=self.timeout)
         except Exception as exc:
             self.stop()
@@ -115,11 +141,12 @@ class SessionCluster:
             shutil.copyfile(self._file, readable)
             readable.chmod(0o644)
             self._file = str(readable)
-        self.start_seconds = time.perf_counter() - begin
+        self.start_seconds = time.perf_counter() - self._begin
         self.say(f"ipyparallel: {self.n} engines ready in {self.start_seconds:.1f} s")
         self.engines = self._remote_engines(cluster) if self.hosts.several else \
             [observe.here(pid) for pid in _engine_processes()]
         self.needs_restart = False
+        self._ready = True
 
     @property
     def owned(self) -> bool:
@@ -130,10 +157,12 @@ class SessionCluster:
         """Stop the controller and engines (TERM, wait, KILL) if we started them."""
         cluster, self._cluster = self._cluster, None
         client, self._client = self._client, None
+        self._ready = False
         if client is not None:
             client.close()
         if cluster is None:
             return
+        launched = _launched_pids(cluster)
         try:
             cluster.stop_cluster_sync()
         except Exception:  # noqa: BLE001  (we kill below whatever did not stop)
@@ -142,6 +171,8 @@ class SessionCluster:
         procs = [p for p in proctree.tagged(proctree.OWNER_VAR, str(os.getpid()))
                  if _is_cluster_process(p)]
         proctree.terminate(procs)
+        proctree.spare(launched, on=False)
+        shm.sweep(self._began)  # engines that imported mpi4py, killed: their MPICH segments
         if self.hosts.several:
             self.hosts.probe_all("kill", proctree.OWNER_VAR, str(os.getpid()))
 
@@ -168,6 +199,16 @@ class SessionCluster:
         return sorted((names.get(launcher.hostname, launcher.hostname), int(launcher.pid))
                       for launcher_set in cluster.engines.values()
                       for launcher in getattr(launcher_set, "launchers", {}).values())
+
+
+def _launched_pids(cluster) -> list[int]:
+    """The processes ipyparallel's launchers started on this machine: the controller and each
+    engine (or the remote shell that reaches it)."""
+    launchers = [cluster.controller] + [launcher for engine_set in cluster.engines.values()
+                                        for launcher in getattr(engine_set, "launchers",
+                                                                {}).values()]
+    return [launcher.pid for launcher in launchers
+            if isinstance(getattr(launcher, "pid", None), int)]
 
 
 def _engine_processes() -> list[int]:

@@ -126,6 +126,8 @@ def _startup_text(row: dict, cluster_seconds: float | None) -> str:
     text = f"{row['startup']['seconds']:.2f} s {row['startup']['what']}"
     if row["backend"] == "ipp" and cluster_seconds:
         text += f" (+ cluster start {cluster_seconds:.1f} s, once)"
+    if row["startup"].get("task_ms") is not None:  # what a task's work must outweigh
+        text += f"; an empty task {row['startup']['task_ms']:.1f} ms"
     return text
 
 

@@ -225,10 +225,11 @@ def gradings_contained(command: Callable[[argparse.Namespace], int]):
 
     def contained(args: argparse.Namespace) -> int:
         proctree.become_subreaper()
+        began = time.time()
         try:
             return command(args)
         finally:
-            proctree.end_all(str(os.getpid()))
+            proctree.end_all(str(os.getpid()), since=began)
     return contained
 
 

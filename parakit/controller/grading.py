@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from parakit.controller import diagnose
+from parakit.controller import diagnose, stubs
 from parakit.controller.jobs import run_job
 from parakit.controller.launch import Child
 from parakit.controller.outcome import CRASHED, TIMEOUT, Outcome
@@ -70,6 +70,10 @@ class Grading:
         hung = self._hung.get((backend, module, function))
         if hung:  # one hang per function per session: the next would most likely hang too
             return [Outcome(TIMEOUT, f"not run: {hung}") for _ in cases]
+        if stubs.is_stub(self.rt.target.directory / f"{module}.py", function):  # not started
+            where = f"{self.rt.target.display}/{module}.py"
+            return [Outcome(NOT_IMPLEMENTED, f"not implemented yet: {where} {function}")
+                    for _ in cases]
         outcomes = run_job(self.rt, backend, module, function, cases, workers, **extra)
         timeouts = [o for o in outcomes if o.status == TIMEOUT and not o.message.startswith("not")]
         if timeouts:

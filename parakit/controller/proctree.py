@@ -24,11 +24,14 @@ from collections.abc import Iterable, Mapping
 
 import psutil
 
+from parakit.controller import shm
+
 HOST = socket.gethostname()  # this machine, as the kit's trace records and stack files name it
 TAG_VAR = "PARAKIT_TAG"  # unique per started child: finds its whole tree
 OWNER_VAR = "PARAKIT_OWNER"  # pid of the grading process: finds orphans of a dead session
 PYTHON_NAMES = ("python", "python3")
 _watched_uids: set[int] = set()  # users graded code runs as besides ours (the grader's --run-as)
+_spared: set[int] = set()  # roots of the grader's own trees, started while jobs run (spare)
 
 
 def watch_uid(uid: int) -> None:
@@ -138,10 +141,29 @@ def describe(proc: psutil.Process) -> str:
     return f"{proc.pid} {cmd[:80]}"
 
 
+def spare(pids: Iterable[int], on: bool = True) -> None:
+    """Processes the grader itself started (with all their descendants) that may appear while
+    a job runs, e.g. an ipyparallel cluster launched in the background: never a job's. Known
+    by lineage, not by name: graded code cannot place a process below them."""
+    (_spared.update if on else _spared.difference_update)(pids)
+
+
+def _spared_trees() -> set[int]:
+    found = set()
+    for pid in list(_spared):
+        try:
+            root = psutil.Process(pid)
+            found |= {pid, *(p.pid for p in root.children(recursive=True))}
+        except psutil.Error:
+            continue
+    return found
+
+
 def new_processes(since: float, keep: Iterable[int] = ()) -> list[psutil.Process]:
     """Live descendants of this process created at or after ``since`` (psutil's clock, i.e. a
-    ``create_time()``), except ``keep``. With the subreaper these include detached orphans."""
-    keep = set(keep)
+    ``create_time()``), except ``keep`` and the spared trees (:func:`spare`). With the
+    subreaper these include detached orphans."""
+    keep = set(keep) | _spared_trees()
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
@@ -165,9 +187,10 @@ def reap(keep: Iterable[int] = ()) -> None:
             continue
 
 
-def end_all(owner: str) -> None:
+def end_all(owner: str, since: float | None = None) -> None:
     """Kill every descendant of this process and every process tagged with ``owner``, and wait
-    until they are gone (the end of a grading session, before reports are written)."""
+    until they are gone (the end of a grading session, before reports are written); then
+    remove the shared memory they left in /dev/shm since ``since`` (``parakit.controller.shm``)."""
     for _ in range(3):
         procs = {p.pid: p for p in psutil.Process().children(recursive=True)}
         procs.update((p.pid, p) for p in tagged(OWNER_VAR, owner))
@@ -176,6 +199,8 @@ def end_all(owner: str) -> None:
             break
         terminate(living)
     reap()
+    if since is not None:
+        shm.sweep(since, {os.getuid(), *_watched_uids})
 
 
 def sweep_orphans() -> list[psutil.Process]:

@@ -8,22 +8,30 @@ grading turns into gigabytes and then into the kernel's out-of-memory killer.
 
 After a job's processes have ended, :func:`sweep` removes what the job left: files in
 ``/dev/shm`` created since it started, owned by a user its processes ran as, and mapped by no
-live process (a segment still in use is mapped by its users; another job's segment is in use
-while that job runs). It imports only the standard library: the probe runs it on other hosts.
+live process, on two looks (a segment still in use is mapped by its users; another job's
+segment is in use while that job runs). It imports only the standard library: the probe runs
+it on other hosts.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 SHM = Path("/dev/shm")
 CLOCK_SLACK = 0.05  # files' times come from the kernel's coarse clock, up to a tick behind
+RECHECK = 0.02  # seconds between the two looks (making and mapping a file takes microseconds)
 
 
-def mapped() -> set[str]:
-    """Every ``/dev/shm`` path that a live process (one we may read) has mapped."""
+def mapped() -> set[int]:
+    """The inodes of every ``/dev/shm`` file that a live process (one we may read) has mapped.
+
+    By inode, not by name: a POSIX semaphore is created under a temporary name, mapped, then
+    linked to its real name, so the process's map names a file that no longer exists.
+    """
     found = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
@@ -32,30 +40,41 @@ def mapped() -> set[str]:
             continue
         for line in text.splitlines():
             if f" {SHM}/" in line:
-                found.add(line.split(None, 5)[-1].removesuffix(" (deleted)"))
+                found.add(int(line.split(None, 5)[4]))
     return found
 
 
 def leaked(since: float, uids: Iterable[int] | None = None) -> list[Path]:
     """Files in ``/dev/shm`` created at or after ``since`` (epoch seconds), owned by one of
-    ``uids`` (default: ours) and mapped by no live process."""
+    ``uids`` (default: ours) and mapped by no live process, twice in a row: a file is made,
+    then mapped, so one just being made is seen mapped on the second look."""
     owners = {os.getuid()} if uids is None else set(uids)
+    candidates = _unmapped(since, owners)
+    if not candidates:
+        return []
+    time.sleep(RECHECK)
+    again = _unmapped(since, owners)
+    return sorted(path for path, inode in candidates.items() if again.get(path) == inode)
+
+
+def _unmapped(since: float, owners: set[int]) -> dict[Path, int]:
     try:
         entries = list(SHM.iterdir())
     except OSError:  # no /dev/shm (not Linux): nothing can be left there
-        return []
-    candidates = []
+        return {}
+    candidates = {}
     for path in entries:
         try:
             info = path.lstat()
         except OSError:
             continue
-        if path.is_file() and info.st_uid in owners and info.st_ctime >= since - CLOCK_SLACK:
-            candidates.append(path)
+        if stat.S_ISREG(info.st_mode) and info.st_uid in owners and \
+                info.st_ctime >= since - CLOCK_SLACK:
+            candidates[path] = info.st_ino
     if not candidates:
-        return []
+        return {}
     in_use = mapped()
-    return sorted(p for p in candidates if str(p) not in in_use)
+    return {path: inode for path, inode in candidates.items() if inode not in in_use}
 
 
 def sweep(since: float, uids: Iterable[int] | None = None) -> list[str]:

@@ -6,7 +6,8 @@ Started by ``parakit.bench`` through its backend, as ``python -m parakit.worker.
 gets when graded (``parakit.worker.contexts``). It writes ``JOB.json``'s ``out``:
 
 - ``startup``: seconds spent before the first timed call, and what they were (interpreter,
-  imports and ``MPI_Init`` under mpiexec; creating the pool; connecting to the cluster);
+  imports and ``MPI_Init`` under mpiexec; creating the pool; connecting to the cluster), and
+  for ipyparallel ``task_ms``, the round trip of an empty task through the scheduler;
 - ``runs``: for every size, the wall seconds of each repetition of the call alone (MPI: between
   two barriers, on rank 0), and whether every result equals the serial one;
 - ``workers`` (Mandelbrot, with a trace directory): each worker as [host, pid], in order, after
@@ -161,7 +162,8 @@ def run_ipp(job: dict) -> None:
                                           [module_name(job), package], None, None,
                                           None if failed else module_name(job))
         view = contexts.ipp_view(client, targets, job["variant"]["view"] == "balanced")
-        startup = {"seconds": time.perf_counter() - begin, "what": "connect, import"}
+        startup = {"seconds": time.perf_counter() - begin, "what": "connect, import",
+                   "task_ms": task_cost(client.load_balanced_view(targets))}
         runs = measure(job, failed, lambda args: func(*args, view))
         result = {"startup": startup, "runs": runs}
         if job.get("trace") and _worked(runs):
@@ -170,6 +172,17 @@ def run_ipp(job: dict) -> None:
             client[targets].apply_sync(trace.set_directory, None)
             result["workers"] = pids
         _write(job, result)
+
+
+def task_cost(view, repeat: int = 20) -> float:
+    """Milliseconds an empty task takes from the client to an engine and back through the
+    scheduler (median of ``repeat``): what the work of one task must outweigh."""
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        view.apply_sync(abs, 0)
+        seconds.append(time.perf_counter() - start)
+    return 1000 * sorted(seconds)[len(seconds) // 2]
 
 
 def run_mpi(job: dict) -> None:

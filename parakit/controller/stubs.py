@@ -1,0 +1,82 @@
+"""Stubs found by reading the source: a function still as the kit shipped it is not run.
+
+Starting a job for a stub costs a launcher, imports and often an ipyparallel cluster, only
+to read ``NotImplementedError`` back. A function is a stub when its module, read as text
+(never imported), defines it once at the top level with no decorator and a body that is only
+a docstring and ``raise NotImplementedError(...)``, and nothing in the module could bind the
+name otherwise. Whatever the rule is unsure of is run and judged as usual: calling a finished
+function a stub would cost a student points, while calling a stub finished only costs time.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+# Names through which a module can bind a global without naming it in a statement.
+_DYNAMIC = {"globals", "setattr", "exec", "eval", "vars", "__import__", "import_module",
+            "__dict__", "__getattr__", "sys"}
+
+
+def is_stub(module_file: Path, function: str) -> bool:
+    """Whether ``function`` of ``module_file`` is certainly still a stub."""
+    try:
+        tree = ast.parse(Path(module_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError, SyntaxError):  # unreadable: the job says what is wrong
+        return False
+    defs = [node for node in tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function]
+    if len(defs) != 1 or defs[0].decorator_list or not _raises_not_implemented(defs[0]):
+        return False
+    return not _may_rebind(tree, function, defs[0])
+
+
+def _raises_not_implemented(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]  # the docstring
+    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
+        return False
+    exc = body[0].exc.func if isinstance(body[0].exc, ast.Call) else body[0].exc
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def _may_rebind(tree: ast.Module, function: str, the_def: ast.AST) -> bool:
+    """Whether anything but ``the_def`` could bind ``function``, or ``NotImplementedError``
+    mean something else: another binding or a ``global`` of either name, a star import, or
+    any use of the dynamic ways to set a module's names."""
+    names = {function, "NotImplementedError"}
+    for node in ast.walk(tree):
+        if node is the_def:
+            continue
+        if isinstance(node, ast.Name) and (node.id in _DYNAMIC or node.id in names
+                                           and not isinstance(node.ctx, ast.Load)):
+            return True
+        bound: list[str | None] = []
+        if isinstance(node, ast.Attribute) and node.attr in _DYNAMIC:
+            return True
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+                      | ast.ExceptHandler | ast.MatchAs | ast.MatchStar):
+            bound = [node.name]
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            bound = list(node.names)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound = [a.asname or a.name.split(".")[0] for a in node.names]
+            if any(a.name == "*" or a.name in _DYNAMIC for a in node.names):
+                return True
+        if names & set(bound):
+            return True
+    return False
+
+
+def any_implemented(module_file: Path, marker: str) -> bool:
+    """Whether some top-level function of ``module_file`` whose name contains ``marker`` is
+    not certainly a stub (an unreadable module counts as implemented: it may be)."""
+    try:
+        tree = ast.parse(Path(module_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError, SyntaxError):
+        return Path(module_file).exists()
+    names = [node.name for node in tree.body
+             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and marker in node.name]
+    return any(not is_stub(module_file, name) for name in names)
