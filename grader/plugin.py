@@ -19,7 +19,7 @@ import pytest
 
 from grader.scores import Scoreboard, ScoreReporter
 from parakit import backends
-from parakit.controller import proctree, reports, stubs
+from parakit.controller import proctree, reports, source
 from parakit.controller.grading import Grading
 from parakit.controller.runtime import Runtime, hand_over
 from parakit.controller.settings import (
@@ -143,7 +143,7 @@ def _runs_ipp_code(items: list[pytest.Item], settings: Settings) -> bool:
     """Whether a selected test runs a function of the target on ipyparallel that is not a
     stub (one with ``_ipp`` in its name, in its exercise's module)."""
     modules = {reports.exercise_of(item.path) for item in items if _backend(item) == "ipp"}
-    return any(stubs.any_implemented(settings.target.directory / f"{module}.py", "_ipp")
+    return any(source.any_implemented(settings.target.directory / f"{module}.py", "_ipp")
                for module in modules)
 
 
@@ -248,7 +248,8 @@ def runtime(settings: Settings, workdir: Path,
             session_backends: dict[str, backends.Backend]) -> Runtime:
     """What the jobs need to run graded code."""
     return Runtime(target=settings.target, timeout=settings.call_timeout, workdir=workdir,
-                   backends=session_backends, limits=settings.limits, run_as=settings.run_as)
+                   backends=session_backends, limits=settings.limits, run_as=settings.run_as,
+                   worker_counts=tuple(settings.worker_counts))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
   worker waited while others computed, and the work was even or every worker computed until the end.
   docs/mandelbrot.md has the measured distributions behind it.
 
-All specs and repeats of one function and worker count run in one child (``Grading`` caches it).
+All specs and repeats of one function and worker count run in one child (pool and ipyparallel:
+one child for every worker count; ``Grading`` caches it).
 The analysis functions (costs, imbalance, pixel times, the plot) are graded in
 ``test_mandelbrot_analysis.py``.
 """
@@ -73,10 +74,10 @@ def _cases(scheme: str, workers: int) -> tuple[list[str], list[dict]]:
 
 
 def _outcomes(grading, backend: str, scheme: str, workers: int) -> dict[str, Outcome]:
-    names, cases = _cases(scheme, workers)
+    names, _ = _cases(scheme, workers)
     extra = {"view": "balanced"} if backend == "ipp" and scheme == "balanced" else {}
-    outcomes = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}", cases,
-                           workers, key="specs", **extra)
+    outcomes = grading.run(backend, "mandelbrot", f"mandelbrot_{backend}_{scheme}",
+                           lambda n: _cases(scheme, n)[1], workers, key="specs", **extra)
     return dict(zip(names, outcomes, strict=True))
 
 

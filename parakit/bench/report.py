@@ -148,6 +148,8 @@ def comparisons(results: list) -> list[dict]:
          "once per worker (initializer)"),
         ("matmul", "pool", "per-worker", "", "B once per worker (a new pool per call) vs the "
          "reference's memory-mapped files"),
+        ("mandelbrot", "mpi", "master-only", "balanced", "a master that only schedules vs "
+         "one that computes between hand-outs"),
     ] + [("mandelbrot", b, "chunked", "balanced", "one row block per worker vs small "
           "batches scheduled dynamically") for b in ("mpi", "ipp", "pool")]
     out = []

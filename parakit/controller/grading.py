@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from parakit.controller import diagnose, stubs
+from parakit.controller import diagnose, source
 from parakit.controller.jobs import run_job
 from parakit.controller.launch import Child
 from parakit.controller.outcome import CRASHED, TIMEOUT, Outcome
 from parakit.controller.runtime import Runtime, child_env, hand_over, read_job_file
 from parakit.worker import MISSING_MODULE, NOT_IMPLEMENTED, OK
+
+ONE_CHILD_FOR_ALL_COUNTS = ("pool", "ipp")  # MPI: the launcher fixes the count per child
 
 
 def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
@@ -61,27 +64,58 @@ class Grading:
         self._cache: dict[tuple, list[Outcome]] = {}
         self._hung: dict[tuple, str] = {}  # (backend, module, function) -> what hung
 
-    def run(self, backend: str, module: str, function: str, cases: list[dict], workers: int,
-            key: tuple | None = None, **extra: Any) -> list[Outcome]:
-        """Outcomes of ``function`` on ``cases``; with ``key``, computed once per session."""
-        full_key = (backend, module, function, workers, key, tuple(sorted(extra.items())))
+    def run(self, backend: str, module: str, function: str,
+            cases: list[dict] | Callable[[int], list[dict]], workers: int,
+            key: tuple | str | None = None, **extra: Any) -> list[Outcome]:
+        """Outcomes of ``function`` on ``cases`` (a list, or the list for a worker count);
+        with ``key``, computed once per session.
+
+        Pool and ipyparallel runs with a key do every worker count of the session in one
+        child the first time one is asked for: a child costs an interpreter, imports and (for
+        ipyparallel) a connection, and each case still gets its own pool or view of its size.
+        """
+        cases_at = cases if callable(cases) else (lambda n: cases)
+        full_key = self._key(backend, module, function, workers, key, extra)
         if key is not None and full_key in self._cache:
             return self._cache[full_key]
         hung = self._hung.get((backend, module, function))
         if hung:  # one hang per function per session: the next would most likely hang too
-            return [Outcome(TIMEOUT, f"not run: {hung}") for _ in cases]
-        if stubs.is_stub(self.rt.target.directory / f"{module}.py", function):  # not started
-            where = f"{self.rt.target.display}/{module}.py"
-            return [Outcome(NOT_IMPLEMENTED, f"not implemented yet: {where} {function}")
-                    for _ in cases]
-        outcomes = run_job(self.rt, backend, module, function, cases, workers, **extra)
+            return [Outcome(TIMEOUT, f"not run: {hung}") for _ in cases_at(workers)]
+        known = source.verdict(self.rt.target.directory / f"{module}.py",
+                               f"{self.rt.target.display}/{module}.py", function)
+        if known:  # missing, unparsable or a stub: nothing to start
+            return [Outcome(*known) for _ in cases_at(workers)]
+        counts = self.rt.worker_counts
+        if key is None or backend not in ONE_CHILD_FOR_ALL_COUNTS or workers not in counts:
+            counts = (workers,)
+        batches = [[{**case, "workers": n} for case in cases_at(n)] for n in counts]
+        outcomes = run_job(self.rt, backend, module, function, sum(batches, []), max(counts),
+                           **extra)
+        for n, batch in zip(counts, batches, strict=True):
+            mine, outcomes = outcomes[:len(batch)], outcomes[len(batch):]
+            mine = self._after_hang(backend, module, function, n, mine)
+            if key is not None:
+                self._cache[self._key(backend, module, function, n, key, extra)] = mine
+            if n == workers:
+                found = mine
+        return found
+
+    @staticmethod
+    def _key(backend: str, module: str, function: str, workers: int, key, extra: dict) -> tuple:
+        return (backend, module, function, workers, key, tuple(sorted(extra.items())))
+
+    def _after_hang(self, backend: str, module: str, function: str, workers: int,
+                    outcomes: list[Outcome]) -> list[Outcome]:
+        """Note the first hang of a function; the cases of worker counts after it (one child
+        ran them all) say which count hung, as runs after a hang do."""
+        hung = self._hung.get((backend, module, function))
+        if hung:
+            return [Outcome(TIMEOUT, f"not run: {hung}") for _ in outcomes]
         timeouts = [o for o in outcomes if o.status == TIMEOUT and not o.message.startswith("not")]
         if timeouts:
             self._hung[(backend, module, function)] = (
                 f"{function} hung with {workers} workers earlier in this run "
                 f"({timeouts[0].message.splitlines()[0]})")
-        if key is not None:
-            self._cache[full_key] = outcomes
         return outcomes
 
     def run_module(self, module: str, ranks: int) -> Outcome:

@@ -82,6 +82,8 @@ class Runtime:
     connect_timeout: float = 60.0
     limits: Limits = field(default_factory=lambda: Limits())
     run_as: tuple[int, int] | None = None  # uid, gid of graded processes (--run-as); None: ours
+    worker_counts: tuple[int, ...] = ()  # every count the session grades at (one child each
+    #                                      for MPI; one child for them all for pool and ipp)
 
 
 def hand_over(jobdir: Path, run_as: tuple[int, int] | None) -> None:

@@ -175,7 +175,8 @@ def run_pool(job: dict, jobdir: str) -> None:
         # A fresh pool per case. The arguments are mapped after the workers are forked: a
         # worker's copy is not the caller's data.
         try:
-            with contexts.pool(job["workers"], _pool_worker_init, (jobdir, trace_dir)) as pool:
+            with contexts.pool(case.get("workers", job["workers"]), _pool_worker_init,
+                               (jobdir, trace_dir)) as pool:
                 result = _call(func, _case_args(case, 0, jobdir), pool)
                 # The controller looks at the workers (their pids, their CPU time) while they live.
                 mark(jobdir, f"alive-{i}", wait_for=f"ack-{i}")
@@ -215,10 +216,11 @@ def _ipp_cases(job: dict, jobdir: str, func, client, targets: list) -> None:
     for i, case in enumerate(job["cases"]):
         trace_dir = str(Path(jobdir, f"trace-{i}"))
         trace.set_directory(trace_dir)
-        for t in targets:
+        mine = targets[:case.get("workers", len(targets))]  # a job may serve several counts
+        for t in mine:
             client[t].apply_sync(contexts.engine_setup, sys_path, fresh, trace_dir,
                                  (jobdir, f"engine {t}"))
-        view = contexts.ipp_view(client, targets, job.get("view") == "balanced")
+        view = contexts.ipp_view(client, mine, job.get("view") == "balanced")
         mark(jobdir, f"ready-{i}")
         try:
             result = _call(func, _case_args(case, 0, jobdir), view)

@@ -1,21 +1,45 @@
-"""Stubs found by reading the source: a function still as the kit shipped it is not run.
+"""What the grader reads from a submission's source without running it: a module that is
+missing or does not parse, and functions still as the kit shipped them (stubs).
 
-Starting a job for a stub costs a launcher, imports and often an ipyparallel cluster, only
-to read ``NotImplementedError`` back. A function is a stub when its module, read as text
-(never imported), defines it once at the top level with no decorator and a body that is only
-a docstring and ``raise NotImplementedError(...)``, and nothing in the module could bind the
-name otherwise. Whatever the rule is unsure of is run and judged as usual: calling a finished
-function a stub would cost a student points, while calling a stub finished only costs time.
+Starting a job for these costs a launcher, imports and often an ipyparallel cluster, only to
+read the same verdict back. The module is read as text, never imported. A function is a stub
+when its module defines it once at the top level with no decorator and a body that is only a
+docstring and ``raise NotImplementedError(...)``, and nothing in the module could bind the
+name otherwise. Whatever the rules are unsure of is run and judged as usual: calling a
+finished function a stub would cost a student points, while calling a stub finished only
+costs time.
 """
 
 from __future__ import annotations
 
 import ast
+import warnings
 from pathlib import Path
+
+from parakit.worker import IMPORT_ERROR, MISSING_MODULE, NOT_IMPLEMENTED
 
 # Names through which a module can bind a global without naming it in a statement.
 _DYNAMIC = {"globals", "setattr", "exec", "eval", "vars", "__import__", "import_module",
             "__dict__", "__getattr__", "sys"}
+
+
+def verdict(module_file: Path, display: str, function: str) -> tuple[str, str] | None:
+    """(status, message) as the graded child would report them, for a module that is missing
+    or does not parse, or a function that is a stub; None when it has to run to be judged.
+    ``display`` names the module in messages (``student/matmul.py``)."""
+    if not Path(module_file).is_file():
+        return MISSING_MODULE, f"{display} does not exist"
+    try:
+        with warnings.catch_warnings():  # e.g. invalid escapes: the child's to report
+            warnings.simplefilter("ignore")
+            compile(Path(module_file).read_bytes(), str(module_file), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return IMPORT_ERROR, f"{display} has a syntax error at line {exc.lineno}: {exc.msg}"
+    except (OSError, ValueError):
+        return None
+    if is_stub(module_file, function):
+        return NOT_IMPLEMENTED, f"not implemented yet: {display} {function}"
+    return None
 
 
 def is_stub(module_file: Path, function: str) -> bool:
@@ -75,8 +99,8 @@ def any_implemented(module_file: Path, marker: str) -> bool:
     not certainly a stub (an unreadable module counts as implemented: it may be)."""
     try:
         tree = ast.parse(Path(module_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError, SyntaxError):
-        return Path(module_file).exists()
+    except (OSError, ValueError, SyntaxError):  # missing, or nothing of it can run
+        return False
     names = [node.name for node in tree.body
              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and marker in node.name]
     return any(not is_stub(module_file, name) for name in names)
