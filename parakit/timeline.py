@@ -7,6 +7,7 @@ beside balanced for every backend. Times are in milliseconds from the run's firs
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def write(path: Path, panels: Sequence[tuple[str, Rows, str, bool]], columns: in
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")  # whole or not at all: another
+    fig.savefig(partial, dpi=100, format="png")                # run may be reading it
     plt.close(fig)
+    os.replace(partial, path)
     return path

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,6 @@ class GraderRun:
 
 def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
     """``pytest grader ARGS`` in a subprocess, with its JUnit XML parsed."""
-    import time
-
     xml = tmp_path / f"junit-{len(list(tmp_path.glob('junit-*')))}.xml"
     cmd = [sys.executable, "-m", "pytest", "grader", "-p", "no:cacheprovider",
            f"--junitxml={xml}", *args]
@@ -59,7 +58,7 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
             escaped |= {child, *child.children(recursive=True)}
     escaped = set(proctree.alive(escaped))
     left = [proctree.describe(p) for p in escaped]
-    left += [f"{path} (shared memory)" for path in shm.leaked(began)]
+    left += [f"{path} (shared memory)" for path in _shared_memory_left(began)]
     proctree.terminate(escaped)  # so that one failing test leaves nothing for the next
     proctree.reap()
     shm.sweep(began)
@@ -80,6 +79,17 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
             else:
                 results[name] = ("passed", "")
     return GraderRun(proc.returncode, output, results, seconds, left)
+
+
+def _shared_memory_left(since: float) -> list[Path]:
+    """Files left in /dev/shm since ``since``. Another grader on the machine (``pytest -n``)
+    may be between killing its ranks and removing their files: what is still there a second
+    later was left for good."""
+    first = shm.leaked(since)
+    if first:
+        time.sleep(1.0)
+        first = [path for path in shm.leaked(since) if path in first]
+    return first
 
 
 Edit = tuple[str, str]  # (old text, new text) of a module of reference/

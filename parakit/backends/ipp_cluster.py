@@ -176,6 +176,7 @@ class SessionCluster:
         shm.sweep(self._began)  # engines that imported mpi4py, killed: their MPICH segments
         if self.hosts.several:
             self.hosts.probe_all("kill", proctree.OWNER_VAR, str(os.getpid()))
+            self.hosts.probe_all("shm", str(self._began))  # and what the engines left there
 
     def _engines_on_hosts(self, config, env: dict) -> None:
         """ipyparallel's SSH launcher: the engines spread over the hosts as MPI ranks would

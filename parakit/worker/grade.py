@@ -221,7 +221,9 @@ def _ipp_cases(job: dict, jobdir: str, func, client, targets: list) -> None:
             client[t].apply_sync(contexts.engine_setup, sys_path, fresh, trace_dir,
                                  (jobdir, f"engine {t}"))
         view = contexts.ipp_view(client, mine, job.get("view") == "balanced")
-        mark(jobdir, f"ready-{i}")
+        # The controller reads the engines' CPU time before the call (through the remote
+        # shell on other hosts, which takes longer than a small case): wait for its answer.
+        mark(jobdir, f"ready-{i}", wait_for=f"go-{i}")
         try:
             result = _call(func, _case_args(case, 0, jobdir), view)
         except BaseException as exc:  # noqa: BLE001
