@@ -227,6 +227,8 @@ _ESCAPE = ("__import__('os').fork() == 0 and (__import__('os').setsid(), "
            "__import__('os').fork() == 0 and __import__('os').execve(__import__('sys').executable,"
            " [__import__('sys').executable, '-c', 'import time; time.sleep(600)'], {}), "
            "__import__('os')._exit(0))")
+_CHILD_LEFT = ("__import__('subprocess').Popen([__import__('sys').executable, '-c', "
+               "'import time; time.sleep(600)']).pid")
 # What a cheat inside the child would patch: the runner's own checks and psutil.
 _PATCH_CHECKS = ("__import__('sys').modules['parakit.wire'].digest = lambda value: ''; "
                  "__import__('psutil').Process.children = lambda self, recursive=False: []")
@@ -277,6 +279,11 @@ TRUST: list[Broken] = [
            select="matmul and mpi"),
     Broken("ipp_engine_escapes", "matmul", {"matmul": [
         ("    view.push(", f"    view.apply_sync(lambda: {_ESCAPE})\n    view.push(")]},
+        _ALL_IPP, "process(es) running after it returned", select="matmul and ipp"),
+    # ... or simply leaves a child below the engine (the cluster's own processes are spared
+    # from a job's, its engines' later children are not)
+    Broken("ipp_engine_child_left", "matmul", {"matmul": [
+        ("    view.push(", f"    view.apply_sync(lambda: {_CHILD_LEFT})\n    view.push(")]},
         _ALL_IPP, "process(es) running after it returned", select="matmul and ipp"),
     # 3. Checks the graded code would patch if they ran in its process.
     Broken("pool_mutates_and_patches_checks", "matmul", {"matmul": [

@@ -46,6 +46,7 @@ class SessionCluster:
         self._cluster = None
         self._client = None
         self._ready = False  # launched (processes started) and engines registered
+        self._spared: list[int] = []  # our processes a job must not count (proctree.spare)
         self._begin = self._began = 0.0  # when launched: perf_counter, wall clock
         self.start_seconds: float | None = None
         self.engines: list[observe.Proc] = []  # the engines we started (none: a user's cluster)
@@ -119,7 +120,8 @@ class SessionCluster:
             self.stop()
             raise BackendError(f"the ipyparallel cluster did not start ({exc}); see the logs in "
                                f"{ipython_dir}") from exc
-        proctree.spare(_launched_pids(cluster))
+        self._spared = _launched_pids(cluster)  # with all below them, until ready
+        proctree.spare(self._spared)
 
     def _wait_for_engines(self) -> None:
         cluster = self._cluster
@@ -148,6 +150,11 @@ class SessionCluster:
             [observe.here(pid) for pid in _engine_processes()]
         self.needs_restart = False
         self._ready = True
+        # From now on graded code runs in the engines: what appears below them is a job's to
+        # answer for. The cluster's processes as they are now stay spared, one by one.
+        proctree.unspare(self._spared)
+        self._spared = sorted(proctree.subtrees(self._spared))
+        proctree.spare(self._spared, descendants=False)
 
     @property
     def owned(self) -> bool:
@@ -163,7 +170,7 @@ class SessionCluster:
             client.close()
         if cluster is None:
             return
-        launched = _launched_pids(cluster)
+        spared, self._spared = self._spared, []
         try:
             cluster.stop_cluster_sync()
         except Exception:  # noqa: BLE001  (we kill below whatever did not stop)
@@ -172,7 +179,7 @@ class SessionCluster:
         procs = [p for p in proctree.tagged(proctree.OWNER_VAR, str(os.getpid()))
                  if _is_cluster_process(p)]
         proctree.terminate(procs)
-        proctree.spare(launched, on=False)
+        proctree.unspare(spared)
         shm.sweep(self._began)  # engines that imported mpi4py, killed: their MPICH segments
         if self.hosts.several:
             self.hosts.probe_all("kill", proctree.OWNER_VAR, str(os.getpid()))

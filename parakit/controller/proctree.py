@@ -31,7 +31,8 @@ TAG_VAR = "PARAKIT_TAG"  # unique per started child: finds its whole tree
 OWNER_VAR = "PARAKIT_OWNER"  # pid of the grading process: finds orphans of a dead session
 PYTHON_NAMES = ("python", "python3")
 _watched_uids: set[int] = set()  # users graded code runs as besides ours (the grader's --run-as)
-_spared: set[int] = set()  # roots of the grader's own trees, started while jobs run (spare)
+_spared: dict[int, bool] = {}  # the grader's own processes started while jobs run (spare):
+#                               pid -> whether its descendants are spared too
 
 
 def watch_uid(uid: int) -> None:
@@ -141,22 +142,32 @@ def describe(proc: psutil.Process) -> str:
     return f"{proc.pid} {cmd[:80]}"
 
 
-def spare(pids: Iterable[int], on: bool = True) -> None:
-    """Processes the grader itself started (with all their descendants) that may appear while
-    a job runs, e.g. an ipyparallel cluster launched in the background: never a job's. Known
-    by lineage, not by name: graded code cannot place a process below them."""
-    (_spared.update if on else _spared.difference_update)(pids)
+def spare(pids: Iterable[int], descendants: bool = True) -> None:
+    """Processes the grader itself started that may appear while a job runs, e.g. an
+    ipyparallel cluster launched in the background: never a job's. Known by pid, not by name.
+    With ``descendants``, whatever appears below them is spared too: only while no graded code
+    runs in them (an engine before its cluster is ready); after that, spare the pids alone."""
+    _spared.update(dict.fromkeys(pids, descendants))
 
 
-def _spared_trees() -> set[int]:
-    found = set()
-    for pid in list(_spared):
+def unspare(pids: Iterable[int]) -> None:
+    for pid in pids:
+        _spared.pop(pid, None)
+
+
+def subtrees(pids: Iterable[int]) -> set[int]:
+    """The pids and every live descendant of them."""
+    found = set(pids)
+    for pid in list(found):
         try:
-            root = psutil.Process(pid)
-            found |= {pid, *(p.pid for p in root.children(recursive=True))}
+            found |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
         except psutil.Error:
             continue
     return found
+
+
+def _spared_trees() -> set[int]:
+    return set(_spared) | subtrees(pid for pid, below in list(_spared.items()) if below)
 
 
 def new_processes(since: float, keep: Iterable[int] = ()) -> list[psutil.Process]:
