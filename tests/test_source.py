@@ -61,3 +61,7 @@ def test_a_cluster_is_wanted_only_for_code_that_can_run(tmp_path):
     assert any_implemented(_module(tmp_path, "def f_ipp(view):\n    return 1\n"), "_ipp")
     assert not any_implemented(tmp_path / "none.py", "_ipp")
     assert not any_implemented(_module(tmp_path, "def f_ipp(:\n"), "_ipp")
+
+
+def test_a_huge_module_is_not_read_by_the_grader(tmp_path):
+    assert verdict(_module(tmp_path, STUB + "#" * (1 << 20) + "\n"), "sub/mod.py", "f") is None

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from parakit.worker import IMPORT_ERROR, MISSING_MODULE, NOT_IMPLEMENTED
 
+MAX_SOURCE = 1 << 20  # bytes: a larger module is not read here, the child judges it
+
 # Names through which a module can bind a global without naming it in a statement.
 _DYNAMIC = {"globals", "setattr", "exec", "eval", "vars", "__import__", "import_module",
             "__dict__", "__getattr__", "sys"}
@@ -30,6 +32,8 @@ def verdict(module_file: Path, display: str, function: str) -> tuple[str, str] |
     if not Path(module_file).is_file():
         return MISSING_MODULE, f"{display} does not exist"
     try:
+        if Path(module_file).stat().st_size > MAX_SOURCE:  # not read into the grader: run it
+            return None
         with warnings.catch_warnings():  # e.g. invalid escapes: the child's to report
             warnings.simplefilter("ignore")
             compile(Path(module_file).read_bytes(), str(module_file), "exec", dont_inherit=True)
@@ -45,6 +49,8 @@ def verdict(module_file: Path, display: str, function: str) -> tuple[str, str] |
 def is_stub(module_file: Path, function: str) -> bool:
     """Whether ``function`` of ``module_file`` is certainly still a stub."""
     try:
+        if Path(module_file).stat().st_size > MAX_SOURCE:
+            return False
         tree = ast.parse(Path(module_file).read_text(encoding="utf-8"))
     except (OSError, ValueError, SyntaxError):  # unreadable: the job says what is wrong
         return False
