@@ -209,7 +209,8 @@ def test_orphans_of_a_dead_session_are_swept(tmp_path):
     try:
         time.sleep(0.2)
         swept = proctree.sweep_orphans()
-        assert orphan.pid in [p.pid for p in swept]
+        # Another grader starting meanwhile (pytest -n) sweeps it just the same.
+        assert orphan.pid in [p.pid for p in swept] or orphan.poll() is not None
         assert orphan.wait(5) is not None
     finally:
         orphan.kill()
