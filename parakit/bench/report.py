@@ -50,10 +50,10 @@ def fill_speedups(results: list) -> None:
 
 
 def computing(backend: str, scheme: str, work: list[float]) -> list[float]:
-    """The work of the workers that should compute (an MPI master-worker's rank 0 only
-    schedules)."""
-    return list(work[1:]) if backend == "mpi" and scheme == "balanced" and len(work) >= 2 \
-        else list(work)
+    """The work of the workers that computed: a balanced MPI version's rank 0 is left out only
+    when it computed nothing (a master that only schedules, as the contrast's)."""
+    idle_master = backend == "mpi" and scheme == "balanced" and len(work) >= 2 and not work[0]
+    return list(work[1:]) if idle_master else list(work)
 
 
 def worker_ratio(row) -> float | None:
