@@ -74,17 +74,20 @@ class Scoreboard:
 
 
 class ResultCollector:
-    """Failure messages and durations per test, gathered from pytest's reports."""
+    """Failure messages (whole: the terminal shows them all, the reports cut them) and
+    durations per test, gathered from pytest's reports."""
 
     def __init__(self) -> None:
         self.messages: dict[str, str] = {}
+        self.failed: list[str] = []  # in the order they failed
         self.durations: dict[str, float] = {}
 
     def add(self, nodeid: str, when: str, outcome: str, duration: float, longrepr) -> None:
         self.durations[nodeid] = self.durations.get(nodeid, 0.0) + float(duration or 0.0)
         if outcome == "failed" and nodeid not in self.messages:
-            message = reports.short_message(longrepr)
+            message = reports.short_message(longrepr, None)
             self.messages[nodeid] = message if when == "call" else f"error in {when}: {message}"
+            self.failed.append(nodeid)
         elif outcome == "skipped" and nodeid not in self.messages:
             reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
             self.messages[nodeid] = f"skipped: {reason}".rstrip(": ")
@@ -96,9 +99,10 @@ class ResultCollector:
         out = []
         for nodeid, (exercise, got, points) in outcomes.items():
             passed = got >= points
-            out.append(reports.TestResult(nodeid, exercise, got, points, passed,
-                                  "" if passed else self.messages.get(nodeid, "not run"),
-                                  round(self.durations.get(nodeid, 0.0), 3), nodeid in hidden))
+            message = "" if passed else reports.cut(self.messages.get(nodeid, "not run"))
+            out.append(reports.TestResult(nodeid, exercise, got, points, passed, message,
+                                          round(self.durations.get(nodeid, 0.0), 3),
+                                          nodeid in hidden))
         return out
 
 
@@ -110,7 +114,6 @@ class ScoreReporter:
         self.scores = scores
         self.settings = settings
         self.lists_failures = False  # set by the plugin when pytest's own listing is off
-        self.failures: dict[str, str] = {}  # graded test -> its whole message
         self.results = ResultCollector()
         self.hidden: set[str] = set()
         self.start = time.monotonic()
@@ -120,10 +123,6 @@ class ScoreReporter:
         self.scores.add_report(report)
         self.results.add(report.nodeid, report.when, report.outcome, report.duration,
                          report.longrepr)
-        if report.failed and report.nodeid in self.scores.outcomes \
-                and report.nodeid not in self.failures:
-            where = "" if report.when == "call" else f"error in {report.when}: "
-            self.failures[report.nodeid] = where + reports.short_message(report.longrepr, None)
         if report.when == "teardown" and report.nodeid in self.scores.outcomes:
             self._write_reports(partial=True)  # a run killed later still leaves what it had
 
@@ -200,10 +199,11 @@ class ScoreReporter:
         if not self.scores.ran:  # nothing graded ran (--collect-only, a usage error, -k ...)
             return
         terminalreporter.ensure_newline()  # after the progress line, not after the heading
-        if self.lists_failures and self.failures:
+        failed = [n for n in self.results.failed if n in self.scores.outcomes]  # graded ones
+        if self.lists_failures and failed:
             terminalreporter.section("failures", red=True)
-            for nodeid, message in self.failures.items():
-                first, *rest = message.splitlines() or [""]
+            for nodeid in failed:
+                first, *rest = self.results.messages[nodeid].splitlines() or [""]
                 terminalreporter.write(f"{nodeid.rpartition('::')[2]}: ", red=True)
                 terminalreporter.write_line(first)
                 for line in rest:

@@ -73,9 +73,12 @@ def short_message(longrepr, limit: int | None = MAX_OUTPUT) -> str:
         crash = getattr(longrepr, "reprcrash", None)
         text = crash.message if crash is not None else str(longrepr)
     text = text.strip().removeprefix("Failed: ")  # pytest.fail's prefix says nothing
-    if limit is not None and len(text) > limit:
-        text = text[:limit] + "\n[... cut ...]"
-    return text
+    return text if limit is None else cut(text, limit)
+
+
+def cut(text: str, limit: int = MAX_OUTPUT) -> str:
+    """``text``, or its first ``limit`` characters and a mark that the rest was cut."""
+    return text if len(text) <= limit else text[:limit] + "\n[... cut ...]"
 
 
 def _total(results: list[TestResult]) -> tuple[float, float]:
