@@ -62,6 +62,31 @@ CATALOGUE: list[Broken] = [
                         "    rows = np.full(size, m // size)  # assumes size divides m\n")]},
            ("mpi-rectangular", "mpi-indivisible", "mpi-fewer-rows", "mpi-tiny", "mpi-outer-product",
             "mpi-single-column"), "rows differ from the expected product", select="matmul and mpi"),
+    # A bug that shows only with two or more workers, hidden behind a cache of results: one
+    # child runs every worker count of a pool function, so what P=1 computed must not answer
+    # for P=2 (the graded module is imported afresh for each count)
+    Broken("pool_caches_across_worker_counts", "matmul", {"matmul": [
+        ("    blocks = [b for b in np.array_split(np.arange(m), parts) if len(b)]\n",
+         "    blocks = [b for b in np.array_split(np.arange(m), parts) if len(b)]\n"
+         "    if pool_size(pool) > 1:\n        blocks = blocks[:-1]  # forgets the last block\n"),
+        ("def matmul_pool(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:\n",
+         "_CACHE = {}\n\n\ndef matmul_pool(A, B, pool):\n"
+         "    key = (A.shape, B.shape, A.tobytes(), B.tobytes())\n"
+         "    if key not in _CACHE:\n        _CACHE[key] = _matmul_pool(A, B, pool)\n"
+         "    return _CACHE[key].copy()\n\n\n"
+         "def _matmul_pool(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:\n")]},
+        EVERY, "differ from the expected product", select="matmul and pool"),
+    # Correct, if odd: the module keeps the stub and the package's __init__ puts the real
+    # function in its place; it must be run and pass, never be judged a stub from the source
+    Broken("matmul_pool_set_by_package", "matmul", {
+        "matmul": [("def matmul_pool(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:\n",
+                    "def matmul_pool(A, B, pool):\n    raise NotImplementedError\n\n\n"
+                    "def _matmul_pool(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:\n")],
+        "__init__": [('"""Reference solutions (instructors only; not part of the student '
+                      'release)."""\n',
+                      '"""Solutions."""\nfrom . import matmul as _m\n\n'
+                      '_m.matmul_pool = _m._matmul_pool\n')]},
+        (), "", select="matmul and pool"),
     Broken("matmul_mpi_all_on_root", "matmul",
            {"matmul": [("    rank, size = comm.Get_rank(), comm.Get_size()\n",
                         "    if comm.Get_rank() == 0:\n        return multiply(A, B)\n"

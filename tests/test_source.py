@@ -40,8 +40,11 @@ def test_missing_unparsable_and_stub_modules_get_the_childs_verdict(tmp_path):
     STUB + "\ndef g():\n    global f\n    f = print\n",
     "NotImplementedError = ValueError\n" + STUB,  # the raise means something else
     STUB + "\ntry:\n    pass\nexcept Exception as f:\n    pass\n",
+    STUB + "\nfrom . import helpers\n",  # another module of the package may set it
+    STUB + "\nfrom .helpers import g\n",
 ], ids=["work-before", "decorated", "rebound", "redefined", "star-import", "globals",
-        "setattr", "global-statement", "shadowed-exception", "except-as"])
+        "setattr", "global-statement", "shadowed-exception", "except-as", "package-import",
+        "package-import-from"])
 def test_whatever_may_bind_the_name_otherwise_is_run(tmp_path, text):
     assert verdict(_module(tmp_path, text), "sub/mod.py", "f") is None
 
@@ -65,3 +68,12 @@ def test_a_cluster_is_wanted_only_for_code_that_can_run(tmp_path):
 
 def test_a_huge_module_is_not_read_by_the_grader(tmp_path):
     assert verdict(_module(tmp_path, STUB + "#" * (1 << 20) + "\n"), "sub/mod.py", "f") is None
+
+
+def test_a_package_whose_init_runs_code_may_replace_the_stub(tmp_path):
+    package = tmp_path / "sub"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""Doc."""\n')
+    assert verdict(_module(package, STUB), "sub/mod.py", "f") is not None
+    (package / "__init__.py").write_text("from . import mod\nmod.f = print\n")
+    assert verdict(package / "mod.py", "sub/mod.py", "f") is None

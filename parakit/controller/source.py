@@ -58,7 +58,20 @@ def is_stub(module_file: Path, function: str) -> bool:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function]
     if len(defs) != 1 or defs[0].decorator_list or not _raises_not_implemented(defs[0]):
         return False
-    return not _may_rebind(tree, function, defs[0])
+    package = Path(module_file).parent
+    return not _may_rebind(tree, function, defs[0], package.name) \
+        and not _package_runs_code(package / "__init__.py")
+
+
+def _package_runs_code(init: Path) -> bool:
+    """Whether the package's ``__init__.py`` does anything but document itself: it runs first
+    and could replace the module's functions."""
+    try:
+        body = ast.parse(init.read_text(encoding="utf-8")).body if init.exists() else []
+    except (OSError, ValueError, SyntaxError):
+        return True
+    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+               for node in body)
 
 
 def _raises_not_implemented(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
@@ -72,10 +85,11 @@ def _raises_not_implemented(node: ast.FunctionDef | ast.AsyncFunctionDef) -> boo
     return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
 
 
-def _may_rebind(tree: ast.Module, function: str, the_def: ast.AST) -> bool:
+def _may_rebind(tree: ast.Module, function: str, the_def: ast.AST, package: str) -> bool:
     """Whether anything but ``the_def`` could bind ``function``, or ``NotImplementedError``
-    mean something else: another binding or a ``global`` of either name, a star import, or
-    any use of the dynamic ways to set a module's names."""
+    mean something else: another binding or a ``global`` of either name, a star import, an
+    import of the module's own package (whose modules could set its names), or any use of
+    the dynamic ways to set a module's names."""
     names = {function, "NotImplementedError"}
     for node in ast.walk(tree):
         if node is the_def:
@@ -94,6 +108,11 @@ def _may_rebind(tree: ast.Module, function: str, the_def: ast.AST) -> bool:
         elif isinstance(node, ast.Import | ast.ImportFrom):
             bound = [a.asname or a.name.split(".")[0] for a in node.names]
             if any(a.name == "*" or a.name in _DYNAMIC for a in node.names):
+                return True
+            own = (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) \
+                else None
+            if getattr(node, "level", 0) or own == package or \
+                    any(a.name.split(".")[0] == package for a in node.names):
                 return True
         if names & set(bound):
             return True

@@ -150,13 +150,30 @@ def run_mpi(job: dict, jobdir: str) -> None:
         comm.Free()
 
 
+def _reimport_function(job: dict) -> tuple:
+    """The graded function imported afresh, its package's modules forgotten first: one child
+    serves every worker count of a pool or ipyparallel function, and nothing the graded code
+    kept in its modules from the calls at one count may answer for the next."""
+    package = job["package"]
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]
+    return load_function(job)
+
+
+def _count_changes(cases: list[dict], i: int) -> bool:
+    """Whether case ``i`` starts another worker count than the case before it."""
+    return i > 0 and cases[i].get("workers") != cases[i - 1].get("workers")
+
+
 def _run_cases(job: dict, jobdir: str, label: str, call_case) -> None:
-    """The loop of the single-process runners: load the function once, then per case turn
-    tracing on (work in this process is evidence too), ``call_case(func, i, case, trace_dir)``,
-    and write the result."""
+    """The loop of the single-process runners: load the function (again at each worker
+    count), then per case turn tracing on (work in this process is evidence too),
+    ``call_case(func, i, case, trace_dir)``, and write the result."""
     watch_stacks(jobdir, label)
     func, failure = load_function(job)
     for i, case in enumerate(job["cases"]):
+        if _count_changes(job["cases"], i):
+            func, failure = _reimport_function(job)
         if failure:
             write_result(jobdir, i, 0, failure)
             continue
@@ -214,6 +231,13 @@ def _ipp_cases(job: dict, jobdir: str, func, client, targets: list) -> None:
     fresh = [f"{job['package']}.{job['module']}", job["package"]]
     sys_path = [str(Path(job["target_dir"]).parent)]
     for i, case in enumerate(job["cases"]):
+        if _count_changes(job["cases"], i):  # as new for each worker count, engines included
+            func, failure = _reimport_function(job)
+            if job.get("clear_engines"):
+                client[:].clear(block=True)
+            if failure:
+                write_result(jobdir, i, 0, failure)
+                continue
         trace_dir = str(Path(jobdir, f"trace-{i}"))
         trace.set_directory(trace_dir)
         mine = targets[:case.get("workers", len(targets))]  # a job may serve several counts
