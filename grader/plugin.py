@@ -50,6 +50,8 @@ _scores_key = pytest.StashKey[Scoreboard]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "points(n): points a grader test is worth (default 1)")
+    config.addinivalue_line("markers", "workers(n): a grader test that runs at n processes "
+                            "whatever --workers says (the ipyparallel cluster gets n engines)")
     try:
         settings = resolve_settings(config)
         check_run_as(settings, option(config, "run-as")[1])
@@ -147,6 +149,13 @@ def _runs_ipp_code(items: list[pytest.Item], settings: Settings) -> bool:
                for module in modules)
 
 
+def _engines(items: list[pytest.Item], settings: Settings) -> int:
+    """The cluster's size: --workers, or more if a selected ipyparallel test asks for more."""
+    asked = [m.args[0] for item in items if _backend(item) == "ipp"
+             for m in item.iter_markers("workers")]
+    return max([settings.workers, *asked])
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """ipyparallel tests last in each module: the cluster started at the session's start comes
@@ -230,9 +239,9 @@ def session_backends(request: pytest.FixtureRequest, settings: Settings,
     """The session's backends (parakit.backends); the ipyparallel cluster starts on first use
     by an ipp test (with a line on the terminal: it takes seconds), and everything is stopped
     at the end."""
-    found = backends.session(settings.workers, workdir, settings.mpiexec or None,
-                             settings.ipp_connect or None, settings.run_as, settings.hosts,
-                             say=_terminal_line(request.config))
+    found = backends.session(_engines(request.session.items, settings), workdir,
+                             settings.mpiexec or None, settings.ipp_connect or None,
+                             settings.run_as, settings.hosts, say=_terminal_line(request.config))
     cluster = found["ipp"].cluster
     if cluster.can_launch_early and _runs_ipp_code(request.session.items, settings):
         try:  # its engines come up while the tests before the first ipyparallel one run

@@ -44,7 +44,8 @@ def _check_greetings(lines: list[str], workers: int, context: str,
         m = LINE.match(line.strip())
         if not m:
             fail(f"{context}: unexpected line {line.strip()!r}; every line must read "
-                 f"'Hello from <processor>. <rank> of <size>'")
+                 f"'Hello from <processor>. <rank> of <size>', e.g. "
+                 f"{_example(hosts, workers)!r}")
         rank, size = int(m["rank"]), int(m["size"])
         if size != workers:
             fail(f"{context}: {line.strip()!r} says size {size}, but {workers} processes ran")
@@ -53,13 +54,38 @@ def _check_greetings(lines: list[str], workers: int, context: str,
                  f"{' / '.join(sorted(hosts[rank]))}; use MPI.Get_processor_name()")
         seen[rank] = seen.get(rank, 0) + 1
         per_host[m["host"]] = per_host.get(m["host"], 0) + 1
-    missing = sorted(set(range(workers)) - set(seen))
-    twice = sorted(r for r, n in seen.items() if n > 1)
-    extra = sorted(r for r in seen if r >= workers)
-    if missing or twice or extra:
+    if sorted(seen) != list(range(workers)) or any(n > 1 for n in seen.values()):
         fail(f"{context}: expected one greeting from each rank 0..{workers - 1}; "
-             f"missing ranks {missing}, repeated {twice}, out of range {extra}")
+             + _which_ranks(seen, workers))
     return per_host
+
+
+def _example(hosts: list[set[str]], workers: int, rank: int = 0) -> str:
+    """A rank's greeting as it should read (its host's name where the grader knows it)."""
+    host = min(hosts[rank], key=len) if rank < len(hosts) and hosts[rank] else "<processor>"
+    return f"Hello from {host}. {rank} of {workers}"
+
+
+def _ranks(ranks: list[int]) -> str:
+    return f"rank{'s' * (len(ranks) > 1)} {', '.join(map(str, ranks))}"
+
+
+def _which_ranks(seen: dict[int, int], workers: int) -> str:
+    """Which ranks greeted wrongly, and the likely cause: '0 greeted 3 times, 1-2 missing'."""
+    missing = [r for r in range(workers) if r not in seen]
+    twice = {r: n for r, n in sorted(seen.items()) if n > 1}
+    extra = sorted(r for r in seen if r >= workers)
+    parts = [f"rank {r} greeted {n} times" for r, n in twice.items()]
+    parts += [f"{_ranks(missing)} missing"] if missing else []
+    parts += [f"{_ranks(extra)} out of range"] if extra else []
+    if set(seen) == {0} and workers > 1:
+        parts.append("only rank 0 greeted: every process prints its own greeting, not rank 0 "
+                     "alone" if seen[0] == 1 else "every greeting says rank 0: each process "
+                     "greets with its own rank, comm.Get_rank()")
+    elif twice and set(twice) == set(seen) and len(set(twice.values())) == 1:
+        parts.append(f"every rank greeted {next(iter(twice.values()))} times: print the greeting "
+                     "once per process, not in a loop over the ranks")
+    return "; ".join(parts)
 
 
 @pytest.mark.points(1)
@@ -73,8 +99,12 @@ def test_hello_program(grading, settings, workers):
     greetings = [line for line in lines if not line.startswith(hello.PREFIX)]
     summaries = [line for line in lines if line.startswith(hello.PREFIX)]
     if len(greetings) != workers:
-        fail(f"{context}: printed {len(greetings)} greetings, expected {workers} (one per "
-             "process):\n" + "\n".join(greetings[:10]))
+        ranks: dict[int, int] = {}
+        for m in filter(None, (LINE.match(line.strip()) for line in greetings)):
+            ranks[int(m["rank"])] = ranks.get(int(m["rank"]), 0) + 1
+        fail(f"{context}: printed {len(greetings)} greeting{'s' * (len(greetings) != 1)}, "
+             f"expected {workers} (one per process); {_which_ranks(ranks, workers)}:\n"
+             + "\n".join(greetings[:10]))
     per_host = _check_greetings(greetings, workers, context,
                                 expected_hosts(settings, workers))
     if len(summaries) != 1 or hello.parse(summaries[0]) != per_host:
@@ -90,12 +120,12 @@ def test_hello_greeting(grading, settings, workers):
     [outcome] = grading.run("mpi", "hello", "greeting", [{"args": ()}], workers, key="greeting")
     context = f"greeting(comm) at {workers} processes"
     require_ok(outcome, context)
+    hosts = expected_hosts(settings, workers, outcome)
     for rank, value in sorted(outcome.values.items()):
         if not isinstance(value, str):
             fail(f"{context}: rank {rank} returned a {type(value).__name__}, expected a str")
         m = LINE.match(value)
         if not m or int(m["rank"]) != rank:
             fail(f"{context}: rank {rank} returned {value!r}, expected "
-                 f"'Hello from <processor>. {rank} of {workers}'")
-    _check_greetings(list(outcome.values.values()), workers, context,
-                     expected_hosts(settings, workers, outcome))
+                 f"{_example(hosts, workers, rank)!r}")
+    _check_greetings(list(outcome.values.values()), workers, context, hosts)

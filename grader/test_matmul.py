@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 
 from parakit.controller import observe
-from parakit.controller.checks import _ranges, fail, require_array, require_ok
+from parakit.controller.checks import fail, picture_name, require_ok, require_product
 from parakit.controller.evidence import matmul_binding, matmul_rows_done, sort_records
+from parakit.controller.mismatch import ranges
 from problems.matmul import random_pair
 
 BACKENDS = ["mpi", "ipp", "pool"]
@@ -40,7 +41,7 @@ def _outcomes(grading, backend: str, workers: int):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matmul(grading, settings, backend, shape):
+def test_matmul(grading, settings, pictures, backend, shape):
     """C equals A @ B at every process count."""
     A, B = PAIRS[shape]
     for workers in settings.worker_counts:
@@ -48,12 +49,13 @@ def test_matmul(grading, settings, backend, shape):
         context = (f"matmul_{backend} with {workers} workers, A {A.shape[0]}x{A.shape[1]} "
                    f"@ B {B.shape[0]}x{B.shape[1]}")
         require_ok(outcome, context)
-        require_array(outcome.value, A @ B, context, what="product")
+        require_product(outcome.value, A @ B, context, workers,
+                        pictures / picture_name(f"matmul_{backend}", workers, shape))
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matmul_parallel(grading, settings, backend):
+def test_matmul_parallel(grading, settings, pictures, backend):
     """From the trace, bound to A and B: every row of A multiplied once through multiply(), in
     several workers, none in the calling process (by its trace and by its CPU time)."""
     workers = settings.workers
@@ -61,7 +63,8 @@ def test_matmul_parallel(grading, settings, backend):
     outcome = _outcomes(grading, backend, workers)["large"]
     context = f"matmul_{backend} with {workers} workers, A {A.shape[0]}x{A.shape[1]}"
     require_ok(outcome, context)
-    require_array(outcome.value, A @ B, context, what="product")
+    require_product(outcome.value, A @ B, context, workers,
+                    pictures / picture_name(f"matmul_{backend}", workers, "large"))
     ev = sort_records(outcome, KERNEL, backend, matmul_binding(A, B))
     rejected = f" ({ev.rejections()})" if ev.rejected else ""
     if not ev.valid:
@@ -72,9 +75,9 @@ def test_matmul_parallel(grading, settings, backend):
     missing = [i for i in range(A.shape[0]) if done[i] == 0]
     twice = sorted(i for i, n in done.items() if n > 1)
     if missing or twice:
-        parts = ([f"rows {_ranges(missing)} of A were never multiplied" + rejected]
+        parts = ([f"rows {ranges(missing)} of A were never multiplied" + rejected]
                  if missing else []) + \
-                ([f"rows {_ranges(twice)} were multiplied more than once"] if twice else [])
+                ([f"rows {ranges(twice)} were multiplied more than once"] if twice else [])
         fail(f"{context}: {' and '.join(parts)}; every row must be multiplied exactly once by "
              "multiply()")
     work = {p: sum(len(r.binding["rows"]) for r in recs) for p, recs in ev.by_process().items()}

@@ -11,7 +11,6 @@ caches the run); the corpora are written once per session, a few MB in all.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,10 @@ from parakit.controller.evidence import (
     sort_records,
     wordcount_binding,
 )
+from parakit.controller.mismatch_counts import explain_counts
 from problems.wordcount import (
     KERNEL,
+    count_file,
     generate_corpus,
     make_vocabulary,
     serial_count,
@@ -89,9 +90,17 @@ def collections(inputs) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="session")
-def expected(collections) -> dict[str, Counter]:
-    """The serial counts (the oracle), computed in this process."""
-    return {name: serial_count(collections[name]) for name in COLLECTIONS}
+def documents(collections) -> dict[str, list[tuple[str, Counter]]]:
+    """Each collection's documents (parent folder/name) with their own serial counts, in the
+    order the graded function gets them: the oracle, and what a wrong total is traced to."""
+    return {name: [(f"{Path(p).parent.name}/{Path(p).name}", count_file(p))
+                   for p in collections[name]] for name in COLLECTIONS}
+
+
+@pytest.fixture(scope="session")
+def expected(documents) -> dict[str, Counter]:
+    """The serial counts (the oracle): the sum of the documents' counts."""
+    return {name: sum((c for _, c in docs), Counter()) for name, docs in documents.items()}
 
 
 def _outcomes(grading, collections, backend: str, workers: int):
@@ -106,37 +115,13 @@ def _describe(name: str, paths: list[str]) -> str:
     return f"{len(paths)} document{'s' * (len(paths) != 1)} ({name})"
 
 
-def require_counts(value, expected: Counter, context: str) -> None:
-    """Fail unless ``value`` is a mapping with exactly the expected counts; show a few words."""
-    if value is None:
-        fail(f"{context}: returned None (expected a Counter of {len(expected)} words); "
-             "return the total on rank 0 / in the calling process")
-    if not isinstance(value, Mapping):
-        fail(f"{context}: returned a {type(value).__name__}, expected a collections.Counter")
-    got = {w: n for w, n in value.items() if n != 0}
-    want = {w: n for w, n in expected.items() if n != 0}
-    if got == want:
-        return
-    missing = [w for w in want if w not in got]
-    extra = [w for w in got if w not in want]
-    wrong = [w for w in want if w in got and got[w] != want[w]]
-    lines = [f"{context}: the counts differ from the serial count "
-             f"({len(got)} words returned, {len(want)} expected)"]
-    if wrong:
-        shown = ", ".join(f"{w!r}: expected {want[w]}, got {got[w]}"
-                          for w in sorted(wrong, key=lambda w: -want[w])[:5])
-        lines.append(f"  {len(wrong)} words with a wrong count, e.g. {shown}")
-    if missing:
-        shown = ", ".join(f"{w!r} ({want[w]})" for w in sorted(missing, key=lambda w: -want[w])[:5])
-        lines.append(f"  {len(missing)} words missing, e.g. {shown}")
-    if extra:
-        shown = ", ".join(f"{w!r} ({got[w]})" for w in sorted(extra, key=lambda w: -got[w])[:5])
-        lines.append(f"  {len(extra)} words that should not be there, e.g. {shown}")
-    total_got, total_want = sum(got.values()), sum(want.values())
-    if total_got != total_want:
-        ratio = f" ({total_got / total_want:.2f}x)" if total_want else ""
-        lines.append(f"  total words: expected {total_want}, got {total_got}{ratio}")
-    fail("\n".join(lines))
+def require_counts(value, expected: Counter, context: str,
+                   documents: list[tuple[str, Counter]], workers: int) -> None:
+    """Fail unless ``value`` is a mapping with exactly the expected counts, naming the cause
+    (parakit.controller.mismatch_counts)."""
+    message = explain_counts(value, expected, documents, workers)
+    if message:
+        fail(f"{context}: {message}")
 
 
 def require_trace(outcome, paths: list[str], backend: str, context: str) -> Counter:
@@ -175,20 +160,23 @@ def require_trace(outcome, paths: list[str], backend: str, context: str) -> Coun
 @pytest.mark.points(1)
 @pytest.mark.parametrize("collection", COLLECTIONS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_wordcount(grading, settings, collections, expected, backend, collection):
+def test_wordcount(grading, settings, collections, documents, expected, backend,
+                   collection):
     """The total equals the serial count at every process count; each document counted once."""
     paths = collections[collection]
     for workers in settings.worker_counts:
         outcome = _outcomes(grading, collections, backend, workers)[collection]
         context = f"wordcount_{backend} with {workers} workers on {_describe(collection, paths)}"
         require_ok(outcome, context)
-        require_counts(outcome.value, expected[collection], context)
+        require_counts(outcome.value, expected[collection], context, documents[collection],
+                       workers)
         require_trace(outcome, paths, backend, context)
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_wordcount_parallel(grading, settings, collections, expected, backend):
+def test_wordcount_parallel(grading, settings, collections, documents, expected,
+                            backend):
     """From the trace of the generated corpus: documents counted in at least two workers; for
     pool and ipyparallel, by the CPU times of every run on it, in the workers."""
     workers = settings.workers
@@ -196,7 +184,8 @@ def test_wordcount_parallel(grading, settings, collections, expected, backend):
     outcome = _outcomes(grading, collections, backend, workers)["generated"]
     context = f"wordcount_{backend} with {workers} workers on {_describe('generated', paths)}"
     require_ok(outcome, context)
-    require_counts(outcome.value, expected["generated"], context)
+    require_counts(outcome.value, expected["generated"], context, documents["generated"],
+                   workers)
     per_pid = require_trace(outcome, paths, backend, context)
     cpu = CpuTally()  # first: if the work ran elsewhere, where the trace puts it is moot
     serial = serial_cpu(serial_count, paths)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from parakit.controller.checks import require_array, require_ok
+from parakit.controller.checks import picture_name, require_ok, require_product
 from problems.matmul import random_pair
 
 SHAPES = {  # name: (m, k, n)
@@ -20,7 +20,7 @@ PAIRS = {name: random_pair(*shape, seed=100 + i) for i, (name, shape) in enumera
 @pytest.mark.points(1)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("backend", ["mpi", "ipp", "pool"])
-def test_matmul_hidden(grading, settings, backend, shape):
+def test_matmul_hidden(grading, settings, pictures, backend, shape):
     """C equals A @ B at every process count, on shapes not shown to students."""
     cases = [{"args": PAIRS[name]} for name in SHAPES]
     A, B = PAIRS[shape]
@@ -30,4 +30,5 @@ def test_matmul_hidden(grading, settings, backend, shape):
         context = (f"matmul_{backend} with {workers} workers, A {A.shape[0]}x{A.shape[1]} "
                    f"@ B {B.shape[0]}x{B.shape[1]}")
         require_ok(outcomes[shape], context)
-        require_array(outcomes[shape].value, A @ B, context, what="product")
+        require_product(outcomes[shape].value, A @ B, context, workers,
+                        pictures / picture_name(f"matmul_{backend}", workers, shape))

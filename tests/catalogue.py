@@ -27,6 +27,9 @@ class Broken:
     slow: bool = field(default=False)  # hangs: costs a call timeout per job
     select: str = ""  # -k expression of the tests to run (default: the exercise)
     detail: str = ""  # words at least one failure must contain (e.g. the stack of a hang)
+    # --workers of its run: the largest process count its defect needs. Graded at 1 and 2, most
+    # defects show; fewer processes on two cores make each run about a third faster.
+    workers: int = 2
 
     @property
     def keyword(self) -> str:
@@ -51,7 +54,8 @@ CATALOGUE: list[Broken] = [
                        "    if MPI.COMM_WORLD.Get_rank() == 0:\n"
                        "        print(greeting(MPI.COMM_WORLD), flush=True)")]},
            ("test_hello_program[P2]", "test_hello_program[P3]", "test_hello_program[P4]"),
-           "printed 1 greetings"),
+           "printed 1 greeting, expected 2 (one per process); rank 1 missing; only rank 0 "
+           "greeted"),
     Broken("matmul_wrong_product", "matmul",
            {"matmul": [(_IMPORT_MULTIPLY,
                         "from problems.matmul import multiply as _multiply\n\n\n"
@@ -61,7 +65,8 @@ CATALOGUE: list[Broken] = [
            {"matmul": [("    rows = _row_counts(m, size)\n",
                         "    rows = np.full(size, m // size)  # assumes size divides m\n")]},
            ("mpi-rectangular", "mpi-indivisible", "mpi-fewer-rows", "mpi-tiny", "mpi-outer-product",
-            "mpi-single-column"), "rows differ from the expected product", select="matmul and mpi"),
+            "mpi-single-column", "parallel[mpi]"), "the remainder of", select="matmul and mpi",
+           workers=3),  # 40 rows (rectangular) divide by 2 and 4
     # A bug that shows only with two or more workers, hidden behind a cache of results: one
     # child runs every worker count of a pool function, so what P=1 computed must not answer
     # for P=2 (the graded module is imported afresh for each count)
@@ -75,7 +80,7 @@ CATALOGUE: list[Broken] = [
          "    if key not in _CACHE:\n        _CACHE[key] = _matmul_pool(A, B, pool)\n"
          "    return _CACHE[key].copy()\n\n\n"
          "def _matmul_pool(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:\n")]},
-        EVERY, "differ from the expected product", select="matmul and pool"),
+        EVERY, "never written", select="matmul and pool"),
     # Correct, if odd: the module keeps the stub and the package's __init__ puts the real
     # function in its place; it must be run and pass, never be judged a stub from the source
     Broken("matmul_pool_set_by_package", "matmul", {
@@ -659,4 +664,89 @@ FORGERIES: list[Broken] = [
         "    paths = [os.path.join(os.path.dirname(p), '.', os.path.basename(p)) for p in paths]\n"
         "    workers = pool_size(pool)\n")]},
         (), "", select="wordcount and pool and not missing"),
+]
+
+
+# -- diagnoses: a wrong result is traced to its cause (parakit.controller.mismatch*) ----------
+_MPI_GATHER = ("    image = np.empty((spec.h, spec.w), dtype=mine.dtype) if rank == 0 else None\n"
+               "    comm.Gatherv(mine, [image, counts, MPI.INT] if rank == 0 else None, root=0)\n")
+_POOL_CHUNKED_END = ("    return np.vstack(pool.starmap(compute_rows, [(spec, b) for b in blocks], "
+                     "chunksize=1))\n")
+_FLOAT32_VIEWPORT = ("    spec = __import__('dataclasses').replace(spec, **{k: float(np.float32("
+                     "getattr(spec, k))) for k in ('x1', 'x2', 'y1', 'y2')})  # sent as float32\n")
+_MASTER_ALONE_DOES_NOTHING = '''
+def mandelbrot_mpi_balanced(spec, comm):
+    if comm.Get_size() == 1:  # nobody to hand work to: the image stays as it was made
+        return np.zeros((spec.h, spec.w), dtype=np.intc)
+    if comm.Get_rank() == 0:
+        return _master(spec, comm, computes=False)
+    _worker(spec, comm)
+    return None
+'''
+_COUNT_BATCH = "        total.update(count_file(path))\n"
+_POOL_PATHS = "    paths = list(paths)\n    workers = pool_size(pool)\n"
+_NOT_MISSING = "wordcount and pool and not missing"
+DIAGNOSES: list[Broken] = [
+    # images and products
+    Broken("mandelbrot_pool_float32_viewport", "mandelbrot",
+           {"mandelbrot": [(_POOL_CHUNKED, _FLOAT32_VIEWPORT + _POOL_CHUNKED)]},
+           ("test_mandelbrot[pool-chunked]",), "3 pixels in 3 rows differ slightly from the "
+           "serial image", select="mandelbrot and pool and chunked and not trace"),
+    Broken("mandelbrot_pool_blocks_reversed", "mandelbrot",
+           {"mandelbrot": [(_POOL_CHUNKED_END, _POOL_CHUNKED_END.replace("))\n", ")[::-1])\n"))]},
+           ("test_mandelbrot[pool-chunked]",), "the blocks are in the wrong order",
+           select="mandelbrot and pool and chunked"),
+    Broken("mandelbrot_mpi_rows_numbered_from_one", "mandelbrot", {"mandelbrot": [
+        ("                image[rows] = buf\n",
+         "                image[[r - 1 for r in rows]] = buf  # rows numbered from 1\n"),
+        ("            image[rows] = compute_rows(spec, rows)\n",
+         "            image[[r - 1 for r in rows]] = compute_rows(spec, rows)\n")]},
+           ("test_mandelbrot[mpi-balanced]",), "rows are shifted: row 0 holds row 1's values",
+           select="mandelbrot and mpi and balanced and not trace and not test_mandelbrot_balance"),
+    Broken("mandelbrot_mpi_chunked_not_gathered", "mandelbrot", {"mandelbrot": [
+        (_MPI_GATHER, "    image = np.zeros((spec.h, spec.w), dtype=mine.dtype)\n"
+                      "    image[blocks[rank]] = mine  # every rank fills in its own rows\n")]},
+           ("test_mandelbrot[mpi-chunked]",), "the block of worker 1 of 2",
+           select="mandelbrot and mpi and chunked"),
+    Broken("mandelbrot_mpi_master_alone_computes_nothing", "mandelbrot",
+           _redefine(_MASTER_ALONE_DOES_NOTHING), ("test_mandelbrot[mpi-balanced]",),
+           "with 1 process", select="test_mandelbrot and mpi and balanced and not trace "
+           "and not test_mandelbrot_balance"),
+    Broken("matmul_pool_float32_rows", "matmul", {"matmul": [
+        ("    C[start:stop] = multiply(A[start:stop], B)\n",
+         "    C[start:stop] = multiply(A[start:stop].astype(np.float32), B)  # half the bytes\n")]},
+           ("square", "rectangular", "indivisible", "fewer-rows", "outer-product",
+            "single-column"), "differ slightly", select="matmul and pool and not parallel"),
+    Broken("matmul_pool_transposed", "matmul", {"matmul": [
+        (_POOL_RETURN, _POOL_RETURN.replace(")))\n", "))).T  # column-major habit\n"))]},
+           ("square", "rectangular", "indivisible", "fewer-rows", "parallel", "outer-product",
+            "single-column"), "transpose", select="matmul and pool"),
+    # word counts
+    Broken("wordcount_pool_skips_last_document", "wordcount", {"wordcount": [
+        (_POOL_PATHS, _POOL_PATHS.replace("list(paths)\n", "list(paths)[:-1]  # off by one\n"))]},
+           EVERY, "not counted", select=_NOT_MISSING),  # the empty one: by the trace
+    Broken("wordcount_mpi_blocks_drop_remainder", "wordcount", {"wordcount": [
+        ("    batches = _batches(list(paths), comm.Get_size()) if comm.Get_rank() == 0 else None\n",
+         "    k = len(paths) // comm.Get_size() if comm.Get_rank() == 0 else 0  # per rank\n"
+         "    batches = ([list(paths)[r * k:(r + 1) * k] for r in range(comm.Get_size())]\n"
+         "               if comm.Get_rank() == 0 else None)\n")]},
+           ("mpi-one-document", "mpi-unicode"), "the remainder of",
+           select="test_wordcount and mpi and not missing and not parallel"),
+    Broken("wordcount_pool_counts_first_twice", "wordcount", {"wordcount": [
+        (_POOL_PATHS, _POOL_PATHS.replace("list(paths)\n", "list(paths) + list(paths)[:1]\n"))]},
+           EVERY, "was counted twice", select=_NOT_MISSING),
+    Broken("wordcount_pool_splits_on_spaces", "wordcount", {"wordcount": [
+        (_COUNT_BATCH, "        total.update(open(path, encoding='utf-8').read().casefold()"
+                       ".split())\n")]},
+           ("test_wordcount[pool-", "test_wordcount_parallel[pool]"), "cut differently",
+           select="wordcount and pool"),
+    Broken("wordcount_pool_keeps_case", "wordcount", {"wordcount": [
+        (_COUNT_BATCH, "        total.update(__import__('problems.wordcount').wordcount.WORD"
+                       ".findall(open(path, encoding='utf-8').read()))\n")]},
+           ("test_wordcount[pool-", "test_wordcount_parallel[pool]"), "not case-folded",
+           select=_NOT_MISSING),
+    Broken("wordcount_mpi_every_rank_counts_everything", "wordcount", {"wordcount": [
+        ("    mine = comm.scatter(batches, root=0)\n",
+         "    mine = comm.bcast(list(paths) if comm.Get_rank() == 0 else None, root=0)\n")]},
+           EVERY, "every count is exactly 2 times", select="wordcount and mpi and not missing"),
 ]

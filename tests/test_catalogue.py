@@ -8,18 +8,27 @@ from pathlib import Path
 
 import pytest
 
-from tests.catalogue import CATALOGUE, FORGERIES, MANDELBROT, ROBUSTNESS, TRUST, Broken
+from tests.catalogue import (
+    CATALOGUE,
+    DIAGNOSES,
+    FORGERIES,
+    MANDELBROT,
+    ROBUSTNESS,
+    TRUST,
+    Broken,
+)
 from tests.helpers import run_grader
 
 TIMEOUT = 5  # --call-timeout for these runs: hangs cost one timeout per graded function
 
 
-@pytest.mark.parametrize("broken", CATALOGUE + ROBUSTNESS + TRUST + MANDELBROT + FORGERIES,
+@pytest.mark.parametrize("broken", CATALOGUE + ROBUSTNESS + TRUST + MANDELBROT + FORGERIES
+                         + DIAGNOSES,
                          ids=lambda b: b.name)
 def test_broken_submission_is_caught(tmp_path, broken: Broken):
     sub = broken.build(tmp_path)
     run = run_grader(tmp_path, "--target", str(sub), "-k", broken.keyword,
-                     "--call-timeout", str(TIMEOUT))
+                     "--call-timeout", str(TIMEOUT), "--workers", str(broken.workers))
     assert run.results, run.output[-3000:]
     expected = {name for name in run.results if any(p in name for p in broken.fails)}
     failed = run.failed()
@@ -30,7 +39,7 @@ def test_broken_submission_is_caught(tmp_path, broken: Broken):
         assert broken.words in message, (name, message[:2000])
         assert "Traceback (most recent call last)" not in message.split("---")[0], message
     for message in failed.values():  # a picture named in a message is there
-        for picture in re.findall(r"work over time: (\S+\.png)", message):
+        for picture in re.findall(r"(?:work over time|picture): (\S+\.png)", message):
             assert Path(picture).read_bytes().startswith(b"\x89PNG"), picture
     if broken.detail:
         assert any(broken.detail in m for m in failed.values()), list(failed.values())[0][:3000]

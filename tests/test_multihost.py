@@ -45,10 +45,10 @@ def cluster():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def placement(sim: simcluster.SimCluster, work: Path) -> list[str]:
-    """The grader's options for the simulated hosts, two slots each."""
+def placement(sim: simcluster.SimCluster, work: Path, slots: int = 2) -> list[str]:
+    """The grader's options for the simulated hosts, ``slots`` each."""
     work.mkdir(parents=True, exist_ok=True)
-    return ["--hosts", ",".join(f"{h}:2" for h in HOSTS), "--remote-shell", str(sim.rsh),
+    return ["--hosts", ",".join(f"{h}:{slots}" for h in HOSTS), "--remote-shell", str(sim.rsh),
             "--remote-copy", str(sim.rcp), "--workdir", str(work)]
 
 
@@ -86,8 +86,12 @@ def test_the_reference_gets_full_marks_across_two_hosts(cluster, tmp_path):
 def test_broken_submission_is_caught_across_two_hosts(cluster, tmp_path, name):
     broken = ENTRIES[name]
     sub = broken.build(Path(cluster.root, "subs"))  # where every host can import it
+    # one slot per host when the entry needs two workers: its runs at P=2 still span both
+    # (balance is graded at P=4: a balanced scheme's entry needs the four slots)
+    slots = -(-max(broken.workers, 4 * ("balanced" in broken.keyword)) // len(HOSTS))
     run = run_grader(tmp_path, "--target", str(sub), "-k", broken.keyword, "--call-timeout", "5",
-                     *placement(cluster, Path(cluster.root, f"work-{name}")))
+                     "--workers", str(broken.workers),
+                     *placement(cluster, Path(cluster.root, f"work-{name}"), slots))
     failed = run.failed()
     expected = {n for n in run.results if any(p in n for p in broken.fails)}
     assert expected and set(failed) == expected, run.output[-4000:]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from parakit.controller.mismatch import explain_array
 from parakit.controller.outcome import FINAL, Outcome
 
 
@@ -25,36 +28,28 @@ def require_ok(outcome: Outcome, context: str) -> None:
     fail(message)
 
 
-def require_array(value, expected: np.ndarray, context: str, what: str = "result") -> None:
-    """Fail unless ``value`` is an array of the expected shape whose entries are allclose."""
-    if value is None:
-        fail(f"{context}: returned None (expected the {_shape(expected)} {what}); "
-             "return the result on rank 0 / in the calling process")
-    if not isinstance(value, np.ndarray):
-        fail(f"{context}: returned a {type(value).__name__}, expected a numpy array")
-    if value.shape != expected.shape:
-        fail(f"{context}: {what} has shape {value.shape}, expected {expected.shape}")
-    if value.dtype != expected.dtype:
-        fail(f"{context}: {what} has dtype {value.dtype}, expected {expected.dtype}")
-    close = np.isclose(value, expected, rtol=1e-9, atol=1e-9)
-    if not close.all():
-        bad_rows = np.flatnonzero(~close.all(axis=tuple(range(1, close.ndim))))
-        error = float(np.max(np.abs(value - expected)))
-        fail(f"{context}: {len(bad_rows)} of {expected.shape[0]} rows differ from the expected "
-             f"{what} (rows {_ranges(bad_rows)}; largest error {error:.3g})")
+def require_array(value, expected: np.ndarray, context: str, *, what: str, workers: int,
+                  exact: bool, picture: Path | None = None, alone: str = "") -> None:
+    """Fail unless ``value`` equals ``expected`` (``exact``, else allclose), naming the likely
+    cause (parakit.controller.mismatch) and drawing expected, returned and difference to
+    ``picture``. ``alone`` is added when no row was written at one process (what a lone rank
+    must do)."""
+    message = explain_array(value, expected, what=what, workers=workers, exact=exact,
+                            picture=picture)
+    if message is None:
+        return
+    if alone and workers == 1 and "no row was written" in message.splitlines()[0]:
+        message = message.replace("no row was written", f"no row was written; {alone}", 1)
+    fail(f"{context}: {message}")
 
 
-def _shape(a: np.ndarray) -> str:
-    return "x".join(map(str, a.shape))
+def require_product(value, expected: np.ndarray, context: str, workers: int,
+                    picture: Path | None = None) -> None:
+    """The product within 1e-9 (float64 rounding), else the likely cause and a picture."""
+    require_array(value, expected, context, what="product", workers=workers, exact=False,
+                  picture=picture)
 
 
-def _ranges(indices) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"`` (at most 8 ranges shown)."""
-    spans: list[list[int]] = []
-    for i in map(int, indices):
-        if spans and i == spans[-1][1] + 1:
-            spans[-1][1] = i
-        else:
-            spans.append([i, i])
-    parts = [f"{a}-{b}" if a != b else f"{a}" for a, b in spans]
-    return ", ".join(parts[:8]) + (", ..." if len(parts) > 8 else "")
+def picture_name(function: str, workers: int, case: str) -> str:
+    """The file name of a mismatch's picture: one per function, process count and case."""
+    return f"mismatch-{function}-P{workers}-{case}.png"

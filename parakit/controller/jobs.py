@@ -25,6 +25,8 @@ from parakit.controller.runtime import Runtime, child_env, hand_over
 from parakit.worker import ERROR, LEAKED, LIMIT, OK, RUNNER_ABORT
 from problems import trace
 
+PASSING = 0.5  # seconds a process found after a job may take to end on its own
+
 RUNNER = "parakit.worker.grade"
 _POLL = 0.005  # seconds between looks at a running child
 
@@ -205,8 +207,11 @@ class Job:
         proctree.become_subreaper) and processes carrying its tag, less the child's own; and
         on other hosts, what the backend finds there."""
         own = child.own_processes(levels=self.backend.launcher_levels)
-        local = [proctree.describe(p) for p in child.tree() if p.pid not in own]
-        return local + self.backend.leftovers(child, seen)
+        found = [p for p in child.tree() if p.pid not in own]
+        if found:  # "left running" means still there a moment later, not passing through
+            time.sleep(PASSING)  # (an engine's own `uname -p`, started while the job ran)
+            found = proctree.alive(found)
+        return [proctree.describe(p) for p in found] + self.backend.leftovers(child, seen)
 
     def _fail_leaked(self, outcomes: list[Outcome], left: list[str]) -> None:
         """Every case of the run that returned fails: a process of the graded code outlived it
