@@ -75,6 +75,9 @@ def _which_ranks(seen: dict[int, int], workers: int) -> str:
     missing = [r for r in range(workers) if r not in seen]
     twice = {r: n for r, n in sorted(seen.items()) if n > 1}
     extra = sorted(r for r in seen if r >= workers)
+    if not missing and not extra and set(twice) == set(seen) and len(set(twice.values())) == 1:
+        return (f"every rank greeted {twice[0]} times: print the greeting once per process, "
+                "not in a loop over the ranks")
     parts = [f"rank {r} greeted {n} times" for r, n in twice.items()]
     parts += [f"{_ranks(missing)} missing"] if missing else []
     parts += [f"{_ranks(extra)} out of range"] if extra else []
@@ -82,9 +85,6 @@ def _which_ranks(seen: dict[int, int], workers: int) -> str:
         parts.append("only rank 0 greeted: every process prints its own greeting, not rank 0 "
                      "alone" if seen[0] == 1 else "every greeting says rank 0: each process "
                      "greets with its own rank, comm.Get_rank()")
-    elif twice and set(twice) == set(seen) and len(set(twice.values())) == 1:
-        parts.append(f"every rank greeted {next(iter(twice.values()))} times: print the greeting "
-                     "once per process, not in a loop over the ranks")
     return "; ".join(parts)
 
 

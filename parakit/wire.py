@@ -62,6 +62,9 @@ def encode(value: Any, array_path: Path) -> dict:
         return {"kind": "mapping", "items": [[_key(k), _count(v)] for k, v in value.items()]}
     if isinstance(value, (np.ndarray, list, tuple)):
         return _encode_array(value, array_path)
+    if callable(getattr(value, "get", None)) and callable(getattr(value, "ready", None)):
+        raise Unsupported(f"returned {_typename(value)}, a result still to be collected: call its "
+                          ".get() (or use map_sync / apply_sync, or Pool.map) and return the data")
     raise Unsupported(f"returned an unsupported type {_typename(value)}; return a numpy array, "
                       "a dict / Counter, a number, a str or None")
 
@@ -70,7 +73,8 @@ def _encode_array(value: Any, path: Path) -> dict:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as exc:  # ragged lists
-        raise Unsupported(f"returned a {_typename(value)} that is not one array ({exc})") from None
+        raise Unsupported(f"returned a {_typename(value)} that is not one array ({exc}); stack "
+                          "blocks of rows into one with np.vstack") from None
     if array.dtype.kind not in "biufc":
         raise Unsupported(f"returned a {_typename(value)} of {array.dtype} elements; expected "
                           "numbers (an array of int or float)")

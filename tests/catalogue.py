@@ -721,6 +721,12 @@ DIAGNOSES: list[Broken] = [
         (_POOL_RETURN, _POOL_RETURN.replace(")))\n", "))).T  # column-major habit\n"))]},
            ("square", "rectangular", "indivisible", "fewer-rows", "parallel", "outer-product",
             "single-column"), "transpose", select="matmul and pool"),
+    Broken("mandelbrot_ipp_returns_async_result", "mandelbrot", {"mandelbrot": [
+        ("    results = view.map_sync(compute_rows, [spec] * len(batches), batches)\n"
+         "    return np.vstack(results)  # map returns the results in the order of the batches\n",
+         "    return view.map_async(compute_rows, [spec] * len(batches), batches)\n")]},
+           EVERY, "a result still to be collected: call its .get()",
+           select="mandelbrot and ipp and balanced"),
     # word counts
     Broken("wordcount_pool_skips_last_document", "wordcount", {"wordcount": [
         (_POOL_PATHS, _POOL_PATHS.replace("list(paths)\n", "list(paths)[:-1]  # off by one\n"))]},
@@ -749,4 +755,10 @@ DIAGNOSES: list[Broken] = [
         ("    mine = comm.scatter(batches, root=0)\n",
          "    mine = comm.bcast(list(paths) if comm.Get_rank() == 0 else None, root=0)\n")]},
            EVERY, "every count is exactly 2 times", select="wordcount and mpi and not missing"),
+    # greetings
+    Broken("hello_greets_for_every_rank", "hello", {"hello": [
+        ("    print(greeting(MPI.COMM_WORLD), flush=True)\n",
+         "    for _ in range(MPI.COMM_WORLD.Get_size()):\n"
+         "        print(greeting(MPI.COMM_WORLD), flush=True)\n")]},
+           ("test_hello_program[P2]",), "every rank greeted 2 times", select="test_hello_program"),
 ]

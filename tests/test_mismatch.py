@@ -63,20 +63,13 @@ def test_none():
                               "return the result on rank 0 / in the calling process")
 
 
-def test_list_that_np_asarray_would_fix():
-    message = image(IMAGE.tolist())
-    assert message == ("returned a list, expected a numpy array "
-                       "(np.asarray would make it the right 37x64 array)")
-    blocks = list(np.array_split(IMAGE, 4))
-    assert "np.concatenate would make it the right 37x64 array" in image(blocks)
-
-
-@pytest.mark.parametrize("value, name", [({"a": 1}, "dict"), ("image", "str"),
-                                         (object(), "object"), ((x for x in ()), "generator"),
-                                         ([1, 2, 3], "list")])
+@pytest.mark.parametrize("value, name", [({"a": 1}, "a dict"), ("image", "a str"),
+                                         (3, "an int"), (object(), "an object"),
+                                         (IMAGE.tolist(), "a list")])
 def test_other_objects_name_their_type(value, name):
+    # from a graded call only None, str, numbers, dicts and arrays arrive (parakit.wire)
     message = image(value)
-    assert message == f"returned a {name}, expected a numpy array"
+    assert message == f"returned {name}, expected a numpy array"
 
 
 def test_transposed_product():
@@ -277,5 +270,4 @@ def test_garbage_messages_are_clear():
     assert image(np.empty(IMAGE.shape, dtype=object)).startswith(
         "image has dtype object, expected int32")
     assert image(IMAGE > 3).startswith("image has dtype bool, expected int32")
-    assert image(list(range(10**6))) == "returned a list, expected a numpy array"
     assert image(np.zeros((2, 37, 64))) == "image has shape (2, 37, 64), expected (37, 64)"
