@@ -41,6 +41,7 @@ def _assert_png(path: Path) -> None:
         f"{path} looks blank"
 
 
+@pytest.mark.long(15)
 def test_reference_run_reports_times_speedups_comparisons_and_plots(tmp_path):
     proc = _bench(tmp_path, "matmul", "mandelbrot", "--size", "matmul=96",
                   "--size", "mandelbrot=48x30,60x40", "--workers", "1,2")
@@ -116,6 +117,7 @@ def _serial(results: list[dict], row: dict) -> float:
                 and (r["workload"], r["size"]) == (row["workload"], row["size"]))
 
 
+@pytest.mark.long(17)
 def test_broken_target_is_reported_and_the_run_goes_on(tmp_path):
     sub = make_submission(tmp_path, {"mandelbrot": (
         "def mandelbrot_pool_chunked(spec: Spec, pool) -> np.ndarray:\n",

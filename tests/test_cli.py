@@ -12,6 +12,7 @@ import venv
 from argparse import Namespace
 
 import psutil
+import pytest
 
 from parakit import cli
 from parakit.cli.grade import grade_one
@@ -21,6 +22,7 @@ from tests.catalogue import Broken
 from tests.helpers import KIT, make_submission
 
 
+@pytest.mark.long(55)
 def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path, capsys):
     dest = tmp_path / "release"
     assert cli.main(["release", str(dest), "--kit-repo", "course/kit", "--kit-ref", "v1"]) == 0

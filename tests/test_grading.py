@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.helpers import run_grader
 
 
@@ -15,6 +17,7 @@ def _score(output: str) -> tuple[float, float]:
     return float(m[1]), float(m[2])
 
 
+@pytest.mark.long(40)
 def test_reference_gets_full_marks(tmp_path):
     run = run_grader(tmp_path, "--target", "reference")
     assert run.returncode == 0, run.output[-5000:]
@@ -46,6 +49,7 @@ def test_bad_option_names_the_option(tmp_path):
     assert run.returncode == 4 and "--workers=1000: at most" in run.output
 
 
+@pytest.mark.long(14)
 def test_grades_on_a_cluster_the_user_started(tmp_path):
     """--ipp-connect uses `ipcluster start -n X` and leaves that cluster running (grader and
     bench)."""

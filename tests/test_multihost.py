@@ -72,6 +72,7 @@ def test_the_hosts_are_separate_machines(cluster):
     assert not Path("/tmp/only-on-node1").exists()
 
 
+@pytest.mark.long(100)
 def test_the_reference_gets_full_marks_across_two_hosts(cluster, tmp_path):
     run = run_grader(tmp_path, "--target", "reference",
                      *placement(cluster, Path(cluster.root, "work-reference")))
@@ -82,6 +83,7 @@ def test_the_reference_gets_full_marks_across_two_hosts(cluster, tmp_path):
     assert run.leftovers == [] and nothing_left(cluster) == {}
 
 
+@pytest.mark.long(15)
 @pytest.mark.parametrize("name", ACROSS)
 def test_broken_submission_is_caught_across_two_hosts(cluster, tmp_path, name):
     broken = ENTRIES[name]
@@ -128,6 +130,7 @@ def test_hello_says_how_many_processes_each_host_got(cluster):
         "Hello from node2. 3 of 4"]
 
 
+@pytest.mark.long(25)
 def test_the_bench_records_the_host_of_every_worker(cluster):
     out = Path(cluster.root, "bench")
     done = subprocess.run(

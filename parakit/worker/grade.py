@@ -241,9 +241,10 @@ def _ipp_cases(job: dict, jobdir: str, func, client, targets: list) -> None:
         trace_dir = str(Path(jobdir, f"trace-{i}"))
         trace.set_directory(trace_dir)
         mine = targets[:case.get("workers", len(targets))]  # a job may serve several counts
-        for t in mine:
-            client[t].apply_sync(contexts.engine_setup, sys_path, fresh, trace_dir,
-                                 (jobdir, f"engine {t}"))
+        setups = [client[t].apply_async(contexts.engine_setup, sys_path, fresh, trace_dir,
+                                        (jobdir, f"engine {t}")) for t in mine]
+        for setup in setups:  # sent to every engine at once: one round trip, not P
+            setup.get()
         view = contexts.ipp_view(client, mine, job.get("view") == "balanced")
         # The controller reads the engines' CPU time before the call (through the remote
         # shell on other hosts, which takes longer than a small case): wait for its answer.
