@@ -236,6 +236,8 @@ def test_picture(tmp_path):
     assert message.endswith(f"\npicture: {path}")
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert [f.name for f in path.parent.iterdir()] == ["image.png"]  # no partial file left
+    red = _red_rows(path)  # the difference shows the rows left zero: 30-36 of 37, at the bottom
+    assert len(red) and red.min() > 0.6, red
     p = product()
     assert prod(p + 1, p, picture=tmp_path / "p.png").endswith(f"picture: {tmp_path / 'p.png'}")
 
@@ -271,3 +273,13 @@ def test_garbage_messages_are_clear():
         "image has dtype object, expected int32")
     assert image(IMAGE > 3).startswith("image has dtype bool, expected int32")
     assert image(np.zeros((2, 37, 64))) == "image has shape (2, 37, 64), expected (37, 64)"
+
+
+def _red_rows(path) -> np.ndarray:
+    """The rows of the picture where its difference panel (the right third) is red."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)[..., :3]
+    panel = pixels[:, 2 * pixels.shape[1] // 3:]
+    red = (panel[..., 0] > 0.6) & (panel[..., 1] < 0.4) & (panel[..., 2] < 0.4)
+    return np.flatnonzero(red.any(axis=1)) / len(panel)

@@ -127,7 +127,8 @@ class SessionCluster:
         cluster = self._cluster
         ipython_dir = self.workdir / "ipython"
         try:
-            self._client = cluster.connect_client_sync()
+            # the hub's answer may take more than ipyparallel's 10 s on a busy machine
+            self._client = cluster.connect_client_sync(timeout=self.timeout)
             self._client.wait_for_engines(self.n, timeout=self.timeout)
         except Exception as exc:
             self.stop()
