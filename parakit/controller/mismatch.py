@@ -105,7 +105,8 @@ def _wrong_shape(value: np.ndarray, expected: np.ndarray, what: str, p: int, exa
     for a in _finder(expected, exact)(value[0]) if 0 < k < m else ():
         if a + k <= m and _same(value, expected[a:a + k], exact):
             w = _worker_of(a, a + k, m, p)
-            return (head + f": it holds only rows {a}-{a + k - 1} of the expected {what}" + (
+            return (head + f": it holds only rows {ranges(range(a, a + k))} of the expected "
+                    f"{what}" + (
                 f" (the block of worker {w} of {p}; gather every worker's block on rank 0)"
                 if w is not None else ""))
     return head + (": it is empty" if value.size == 0 else "")
