@@ -703,6 +703,13 @@ DIAGNOSES: list[Broken] = [
          "            image[[r - 1 for r in rows]] = compute_rows(spec, rows)\n")]},
            ("test_mandelbrot[mpi-balanced]",), "rows are shifted: row 0 holds row 1's values",
            select="mandelbrot and mpi and balanced and not trace and not test_mandelbrot_balance"),
+    Broken("mandelbrot_mpi_cyclic_stacked", "mandelbrot",  # cyclic rows stacked rank by rank
+           _redefine(MPI_CYCLIC.replace("    image = np.empty((spec.h, spec.w), dtype=mine.dtype)\n"
+                                        "    for r, part in enumerate(parts):\n"
+                                        "        image[r::size] = part\n",
+                                        "    image = np.vstack(parts)\n")),
+           ("test_mandelbrot[mpi-balanced]",), "rows are at the wrong index: row 1 holds row 2's",
+           select="mandelbrot and mpi and balanced and not trace and not test_mandelbrot_balance"),
     Broken("mandelbrot_mpi_chunked_not_gathered", "mandelbrot", {"mandelbrot": [
         (_MPI_GATHER, "    image = np.zeros((spec.h, spec.w), dtype=mine.dtype)\n"
                       "    image[blocks[rank]] = mine  # every rank fills in its own rows\n")]},

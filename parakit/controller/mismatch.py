@@ -221,7 +221,7 @@ def _rows(value: np.ndarray, expected: np.ndarray, same: np.ndarray, what: str, 
                 f"differ{'s' * (len(rest) == 1)} too" if rest else "")
     if count["moved"] == k:
         return (f"rows are at the wrong index: row {bad[0]} holds row {moved[bad[0]][0]}'s "
-                f"values ({k} rows misplaced)"), ""
+                f"values ({k} rows misplaced); store each row at its own index"), ""
     with np.errstate(all="ignore"):
         diff = np.abs(value[bad].astype(np.float64) - expected[bad].astype(np.float64))
     largest = float(np.max(diff, where=np.isfinite(diff) & ~same[bad], initial=-1.0))
