@@ -71,7 +71,8 @@ def _ranks(ranks: list[int]) -> str:
 
 
 def _which_ranks(seen: dict[int, int], workers: int) -> str:
-    """Which ranks greeted wrongly, and the likely cause: '0 greeted 3 times, 1-2 missing'."""
+    """Which ranks greeted wrongly ('rank 0 greeted 2 times; rank 1 missing'), and the likely
+    cause where the greetings show one (only rank 0; every rank the same number of times)."""
     missing = [r for r in range(workers) if r not in seen]
     twice = {r: n for r, n in sorted(seen.items()) if n > 1}
     extra = sorted(r for r in seen if r >= workers)
