@@ -208,9 +208,9 @@ class Job:
         on other hosts, what the backend finds there."""
         own = child.own_processes(levels=self.backend.launcher_levels)
         found = [p for p in child.tree() if p.pid not in own]
-        if found:  # "left running" means still there a moment later, not passing through
-            time.sleep(PASSING)  # (an engine's own `uname -p`, started while the job ran)
-            found = proctree.alive(found)
+        if found:  # "left running" means still there a moment later, not passing through (an
+            time.sleep(PASSING)  # engine's own `uname -p`): look again at the whole tree, so
+            found = [p for p in child.tree() if p.pid not in own]  # a copy under a new pid counts
         return [proctree.describe(p) for p in found] + self.backend.leftovers(child, seen)
 
     def _fail_leaked(self, outcomes: list[Outcome], left: list[str]) -> None:
