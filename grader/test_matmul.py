@@ -31,27 +31,22 @@ PAIRS = {name: random_pair(*shape, seed=i) for i, (name, shape) in
          enumerate([*SHAPES.items(), ("large", LARGE)])}
 
 
-def add_shapes(pairs: dict[str, tuple]) -> None:
-    """More (A, B) pairs by name, such as an instructor's hidden ones (hidden/test_matmul.py).
-    They run in the same child as the visible shapes, after them: one child per backend and
-    count instead of two, and a hidden shape that fails or hangs costs the visible tests
-    nothing (a process it leaves running still fails the whole run, as any leftover does)."""
-    PAIRS.update(pairs)
+def outcomes(grading, backend: str, workers: int, pairs: dict = PAIRS,
+             key: str = "all-shapes") -> dict:
+    """The outcome of ``matmul_{backend}`` on every pair of ``pairs`` at ``workers`` (one child
+    per key, cached). The hidden tests pass their own pairs and key: their child runs after
+    the visible one, so a hidden shape that hangs costs the visible tests nothing."""
+    cases = [{"args": pair} for pair in pairs.values()]
+    return dict(zip(pairs, grading.run(backend, "matmul", f"matmul_{backend}", cases, workers,
+                                       key=key), strict=True))
 
 
-def outcomes(grading, backend: str, workers: int) -> dict:
-    """Every shape's outcome of ``matmul_{backend}`` at ``workers`` (one child, cached)."""
-    names = list(PAIRS)
-    cases = [{"args": PAIRS[name]} for name in names]
-    return dict(zip(names, grading.run(backend, "matmul", f"matmul_{backend}", cases, workers,
-                                       key="all-shapes"), strict=True))
-
-
-def check_shape(grading, settings, pictures, backend: str, shape: str) -> None:
+def check_shape(grading, settings, pictures, backend: str, shape: str, pairs: dict = PAIRS,
+                key: str = "all-shapes") -> None:
     """C equals A @ B at every process count, else the cause and a picture."""
-    A, B = PAIRS[shape]
+    A, B = pairs[shape]
     for workers in settings.worker_counts:
-        outcome = outcomes(grading, backend, workers)[shape]
+        outcome = outcomes(grading, backend, workers, pairs, key)[shape]
         context = (f"matmul_{backend} with {workers} workers, A {A.shape[0]}x{A.shape[1]} "
                    f"@ B {B.shape[0]}x{B.shape[1]}")
         require_ok(outcome, context)

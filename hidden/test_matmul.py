@@ -1,7 +1,7 @@
 """Hidden tests of exercise 2: shapes the students do not see before grading.
 
-Same fixtures and verdicts as ``grader/test_matmul.py``, whose child runs these shapes too
-(``add_shapes``); the points count towards ``matmul``.
+Same fixtures and verdicts as ``grader/test_matmul.py`` (``check_shape``), in a child of their
+own; the points count towards ``matmul``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ SHAPES = {  # name: (m, k, n)
     "single-column": (101, 7, 1),  # n = 1: matrix times vector, 101 is prime
 }
 PAIRS = {name: random_pair(*shape, seed=100 + i) for i, (name, shape) in enumerate(SHAPES.items())}
-visible.add_shapes(PAIRS)  # graded in the visible shapes' child, after them
 
 
 @pytest.mark.points(1)
@@ -24,4 +23,4 @@ visible.add_shapes(PAIRS)  # graded in the visible shapes' child, after them
 @pytest.mark.parametrize("backend", visible.BACKENDS)
 def test_matmul_hidden(grading, settings, pictures, backend, shape):
     """C equals A @ B at every process count, on shapes not shown to students."""
-    visible.check_shape(grading, settings, pictures, backend, shape)
+    visible.check_shape(grading, settings, pictures, backend, shape, PAIRS, "hidden-shapes")

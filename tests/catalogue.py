@@ -731,6 +731,12 @@ DIAGNOSES: list[Broken] = [
          "    C[start:stop] = multiply(A[start:stop].astype(np.float32), B)  # half the bytes\n")]},
            ("square", "rectangular", "indivisible", "fewer-rows", "outer-product",
             "single-column"), "differ slightly", select="matmul and pool and not parallel"),
+    # Hangs only on a shape the students never saw (the hidden outer product, 29 rows): the
+    # hidden tests fail, and the visible ones keep their points at every process count.
+    Broken("matmul_pool_hangs_on_hidden_shape", "matmul",
+           {"matmul": _at_pool_start("A.shape[0] == 29 and __import__('time').sleep(600)")},
+           ("test_matmul_hidden[pool-",), "did not finish within", slow=True,
+           select="matmul and pool"),
     Broken("matmul_pool_transposed", "matmul", {"matmul": [
         (_POOL_RETURN, _POOL_RETURN.replace(")))\n", "))).T  # column-major habit\n"))]},
            ("square", "rectangular", "indivisible", "fewer-rows", "parallel", "outer-product",
