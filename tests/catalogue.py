@@ -80,7 +80,7 @@ CATALOGUE: list[Broken] = [
          "    if key not in _CACHE:\n        _CACHE[key] = _matmul_pool(A, B, pool)\n"
          "    return _CACHE[key].copy()\n\n\n"
          "def _matmul_pool(A: np.ndarray, B: np.ndarray, pool) -> np.ndarray:\n")]},
-        EVERY, "never written", select="matmul and pool"),
+        EVERY, "hold no result", select="matmul and pool"),
     # Correct, if odd: the module keeps the stub and the package's __init__ puts the real
     # function in its place; it must be run and pass, never be judged a stub from the source
     Broken("matmul_pool_set_by_package", "matmul", {
@@ -726,6 +726,14 @@ DIAGNOSES: list[Broken] = [
            _redefine(_MASTER_ALONE_DOES_NOTHING), ("test_mandelbrot[mpi-balanced]",),
            "with 1 process", select="test_mandelbrot and mpi and balanced and not trace "
            "and not test_mandelbrot_balance"),
+    # Zero rows that were written: a worker multiplied by a B it never received. The message
+    # must not say the rows never reached rank 0: it says where they are and asks both.
+    Broken("matmul_mpi_b_not_broadcast", "matmul", {"matmul": [
+        ("        B = np.empty((k, n), dtype=np.float64)\n",
+         "        B = np.zeros((k, n), dtype=np.float64)\n"),
+        ("    comm.Bcast(B, root=0)\n", "")]},
+           ("square", "rectangular", "indivisible", "fewer-rows", "parallel", "outer-product",
+            "single-column"), "the block of worker 1 of 2", select="matmul and mpi"),
     Broken("matmul_pool_float32_rows", "matmul", {"matmul": [
         ("    C[start:stop] = multiply(A[start:stop], B)\n",
          "    C[start:stop] = multiply(A[start:stop].astype(np.float32), B)  # half the bytes\n")]},

@@ -99,7 +99,7 @@ def test_nan_entries():
     value[2, 3] = value[5, 0] = np.nan
     message = prod(value, p)
     assert message.startswith("2 entries are NaN (rows 2, 5); ")
-    assert "never written" not in message
+    assert "hold no result" not in message
 
 
 def test_float32_product():
@@ -120,28 +120,37 @@ def test_image_with_non_integer_entries():
     assert "1 entries are not whole numbers (rows 3)" in message
 
 
-def test_remainder_rows_never_written():
+def test_remainder_rows_hold_no_result():
     expected = mandelbrot(h=11)
     value = expected.copy()
     value[8:] = 0  # 11 rows, 4 workers, floor blocks of 2: rows 8-10 are the remainder
     assert image(value, expected, workers=np.int64(4)) == (
-        "3 of 11 rows were never written (rows 8-10: all zero): the last 3 rows, the remainder "
+        "3 of 11 rows hold no result (rows 8-10: all zero): the last 3 rows, the remainder "
         "of 11 rows split into 4 blocks (11 % 4 = 3); give the remainder to some worker")
 
 
-def test_block_of_one_worker_never_written():
+def test_block_of_one_worker_holds_no_result():
     expected = mandelbrot(h=11)
     value = expected.copy()
     value[3:6] = 0  # array_split: 0-2, 3-5, 6-8, 9-10
     assert image(value, expected, workers=4) == (
-        "3 of 11 rows were never written (rows 3-5: all zero): the block of worker 1 of 4, "
-        "its rows never reached rank 0 / the caller")
+        "3 of 11 rows hold no result (rows 3-5: all zero): exactly the block of worker 1 of 4; "
+        "does that worker get its input, and do its rows reach rank 0 / the caller?")
+
+
+def test_rows_both_the_remainder_and_a_block_say_both():
+    expected = mandelbrot(h=3)
+    value = expected.copy()
+    value[2] = 0  # 3 rows on 2 workers: the floor split's remainder, array_split's block 1
+    message = image(value, expected, workers=2)
+    assert "the remainder of 3 rows split into 2 blocks (3 % 2 = 1), and the block of worker 1 " \
+        "of 2; is the remainder given to a worker, does that worker get its input" in message
 
 
 def test_no_row_written():
-    assert image(np.zeros_like(IMAGE)).endswith(": no row was written")
+    assert image(np.zeros_like(IMAGE)).endswith(": no row holds a result")
     assert image(np.full_like(IMAGE, -1)) == (
-        "37 of 37 rows were never written (rows 0-36: all -1): no row was written")
+        "37 of 37 rows hold no result (rows 0-36: all -1): no row holds a result")
 
 
 def test_uninitialised_memory():
@@ -149,21 +158,24 @@ def test_uninitialised_memory():
     value = p.copy()
     value[7:] = np.array([6.9e-310, np.nan, 0.0, 1e300, -4e-320, 0.0])
     message = prod(value, p)
-    assert "3 of 10 rows were never written (rows 7-9: uninitialised memory)" in message
+    assert "3 of 10 rows hold no result (rows 7-9: uninitialised memory)" in message
     assert "the block of worker 2 of 3" in message
 
 
-def test_rows_of_other_values_are_not_called_never_written():
+def test_rows_of_other_values_are_not_called_empty():
     p = product()
     for fill in (7.0, 1e-3, -1.0):
         value = p.copy()
         value[7:] = fill
         message = prod(value, p)
-        assert "never written" not in message
+        assert "hold no result" not in message
         assert "3 of 10 rows differ from the expected product (rows 7-9; " in message
+        assert message.splitlines()[0].endswith(  # where they are, without saying why
+            "): exactly the block of worker 2 of 3; does that worker get its input, and do its "
+            "rows reach rank 0 / the caller?")
     value = p.copy()
     value[7:] = np.random.default_rng(1).standard_normal((3, 6))
-    assert "never written" not in prod(value, p)
+    assert "hold no result" not in prod(value, p)
 
 
 def test_rows_shifted():
@@ -214,14 +226,15 @@ def test_product_slightly_off():
 def test_mixture_gives_no_guess():
     p = product(m=12)
     value = p.copy()
-    value[0] = 0  # never written
+    value[0] = 0  # no result
     value[3] = p[8]  # another row's values
     value[6] = p[6] * 3  # wrong otherwise
     value[9, 2] += 1e-7  # slightly off
     message = prod(value, p, workers=4)
     assert message.startswith("4 of 12 rows differ from the expected product (rows 0, 3, 6, 9; "
                               "largest difference ")
-    for guess in ("rounded", "shifted", "never written", "wrong order", "wrong index"):
+    for guess in ("rounded", "shifted", "hold no result", "wrong order", "wrong index",
+                  "block of worker"):
         assert guess not in message
     assert message.splitlines()[1:] == [
         "  19 of 72 entries differ", "  1 rows are zero or garbage, 1 rows hold other rows' "
@@ -250,7 +263,7 @@ def test_no_picture_for_wrong_shape_or_when_drawing_fails(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")  # a file where the directory should be
     message = image(np.zeros_like(IMAGE), picture=blocked / "image.png")
-    assert message.endswith("no row was written")
+    assert message.endswith("no row holds a result")
 
 
 @pytest.mark.parametrize("value", [

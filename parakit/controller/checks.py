@@ -32,14 +32,14 @@ def require_array(value, expected: np.ndarray, context: str, *, what: str, worke
                   exact: bool, picture: Path | None = None, alone: str = "") -> None:
     """Fail unless ``value`` equals ``expected`` (``exact``, else allclose), naming the likely
     cause (parakit.controller.mismatch) and drawing expected, returned and difference to
-    ``picture``. ``alone`` is added when no row was written at one process (what a lone rank
-    must do)."""
+    ``picture``. ``alone`` is added when no row holds a result at one process (what a lone
+    rank must do)."""
     message = explain_array(value, expected, what=what, workers=workers, exact=exact,
                             picture=picture)
     if message is None:
         return
-    if alone and workers == 1 and "no row was written" in message.splitlines()[0]:
-        message = message.replace("no row was written", f"no row was written; {alone}", 1)
+    if alone and workers == 1 and "no row holds a result" in message.splitlines()[0]:
+        message = message.replace("no row holds a result", f"no row holds a result; {alone}", 1)
     fail(f"{context}: {message}")
 
 

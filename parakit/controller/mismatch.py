@@ -198,15 +198,10 @@ def _rows(value: np.ndarray, expected: np.ndarray, same: np.ndarray, what: str, 
         values = np.unique(value[bad])  # one value: a fill (0, -1, NaN); else np.empty's bytes
         label = "uninitialised memory" if len(values) > 1 else (
             f"all {values[0]:g}" if values[0] else "all zero")
-        text = f"{k} of {m} rows were never written (rows {ranges(bad)}: {label})"
-        w = _worker_of(bad[0], bad[-1] + 1, m, p)
-        if _remainder(bad, m, p):
-            text += _remainder(bad, m, p)
-        elif w is not None and bad == list(range(bad[0], bad[-1] + 1)):
-            text += f": the block of worker {w} of {p}, its rows never reached rank 0 / the caller"
-        elif k == m:
-            text += ": no row was written"
-        return text, ""
+        # "hold no result", not "never written": zeros are also what a worker computes from
+        # input it never received (B not broadcast); where the rows are says which worker
+        text = f"{k} of {m} rows hold no result (rows {ranges(bad)}: {label})"
+        return text + (_where(bad, m, p) or (": no row holds a result" if k == m else "")), ""
     if count["moved"] == k and (order := _block_order(value, expected, p, exact)):
         return order, ""  # whole blocks in another order, rather than rows shifted
     offsets = Counter(j - i for i, js in moved.items() for j in js)
@@ -235,8 +230,6 @@ def _rows(value: np.ndarray, expected: np.ndarray, same: np.ndarray, what: str, 
         return (f"{entries} entries in {k} rows differ slightly (largest relative difference "
                 f"{relative:.1e}); were the inputs rounded or converted? compute in float64 "
                 "with the given A and B"), ""
-    if tail := _remainder(bad, m, p):  # where they are says more than what they hold
-        return f"{k} of {m} rows differ from the expected {what} (rows {ranges(bad)}){tail}", ""
     counts = [(count["zero"] + count["garbage"], "are zero or garbage"),
               (count["moved"], "hold other rows' values"), (count["near"], "differ slightly"),
               (count["other"], "differ otherwise")]
@@ -244,16 +237,25 @@ def _rows(value: np.ndarray, expected: np.ndarray, same: np.ndarray, what: str, 
     if sum(c > 0 for c, _ in counts) > 1:
         extra += "\n  " + ", ".join(f"{c} rows {label}" for c, label in counts if c)
     return (f"{k} of {m} rows differ from the expected {what} (rows {ranges(bad)}"
-            + (f"; largest difference {largest:.3g})" if largest >= 0 else ")")), extra
+            + (f"; largest difference {largest:.3g})" if largest >= 0 else ")")
+            + _where(bad, m, p)), extra  # where they are may say more than what they hold
 
 
-def _remainder(bad: list[int], m: int, p: int) -> str:
-    """': the last r rows, the remainder ...' when the bad rows are exactly the tail m % p."""
+def _where(bad: list[int], m: int, p: int) -> str:
+    """What the wrong rows are, when they are exactly the remainder of a block split (the last
+    m % p) or exactly one worker's block, or both (3 rows on 2 workers); '' otherwise."""
     r = m % p
-    if p < 2 or not r or bad != list(range(m - r, m)):  # m < p: every row is left over
-        return ""
-    return (f": the last {r} row{'s' * (r > 1)}, the remainder of {m} rows split into {p} "
-            f"blocks ({m} % {p} = {r}); give the remainder to some worker")
+    tail = p > 1 and r and bad == list(range(m - r, m))  # m < p: every row is left over
+    w = _worker_of(bad[0], bad[-1] + 1, m, p) if bad == list(range(bad[0], bad[-1] + 1)) else None
+    remainder = (f"the last {r} row{'s' * (r > 1)}, the remainder of {m} rows split into {p} "
+                 f"blocks ({m} % {p} = {r})")
+    block = f"the block of worker {w} of {p}"
+    reach = "does that worker get its input, and do its rows reach rank 0 / the caller?"
+    if tail and w is not None:
+        return f": {remainder}, and {block}; is the remainder given to a worker, {reach}"
+    if tail:
+        return f": {remainder}; give the remainder to some worker"
+    return f": exactly {block}; {reach}" if w is not None else ""
 
 
 def _block_order(value: np.ndarray, expected: np.ndarray, p: int, exact: bool) -> str | None:
