@@ -7,6 +7,7 @@ beside balanced for every backend. Times are in milliseconds from the run's firs
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -65,9 +66,21 @@ def write(path: Path, panels: Sequence[tuple[str, Rows, str, bool]], columns: in
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")  # whole or not at all: another
-    fig.savefig(partial, dpi=100, format="png")                # run may be reading it
-    plt.close(fig)
-    os.replace(partial, path)
+    save_png(fig, path)
     return path
+
+
+def save_png(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` at 100 dpi, whole or not at all (a temporary name, then a
+    rename: another run may be reading it), and close it. The grader's pictures all go here."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        fig.savefig(partial, dpi=100, format="png")
+        os.replace(partial, path)
+    finally:
+        plt.close(fig)
+        with contextlib.suppress(OSError):  # there only when saving failed
+            os.remove(partial)

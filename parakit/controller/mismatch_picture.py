@@ -3,11 +3,11 @@ style of the kit's other figures (matplotlib, 100 dpi), written whole."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
+
+from parakit.timeline import save_png
 
 
 def draw(value: np.ndarray, expected: np.ndarray, same: np.ndarray, exact: bool, title: str,
@@ -29,18 +29,10 @@ def draw(value: np.ndarray, expected: np.ndarray, same: np.ndarray, exact: bool,
     panels = (("expected", e[::sr, ::sc], {"vmin": e.min(), "vmax": e.max()}),
               ("returned", v[::sr, ::sc], {"vmin": e.min(), "vmax": e.max()}),
               ("difference", shown, {"cmap": "bwr", "vmin": -shown.max(), "vmax": shown.max()}))
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    try:
-        for ax, (name, a, style) in zip(axes, panels, strict=True):
-            ax.imshow(a, aspect="auto", interpolation="nearest", extent=(0, n, m, 0), **style)
-            ax.set_title(name, fontsize=10)
-        fig.suptitle(title if len(title) <= 100 else title[:97] + "...", fontsize=10)
-        fig.subplots_adjust(left=0.04, right=0.99, bottom=0.08, top=0.82, wspace=0.15)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(partial, dpi=100, format="png")  # whole or not at all: another process
-        os.replace(partial, path)                     # may be reading it
-    finally:
-        plt.close(fig)
-        with contextlib.suppress(OSError):  # there only when saving failed
-            os.remove(partial)
+    for ax, (name, a, style) in zip(axes, panels, strict=True):
+        ax.imshow(a, aspect="auto", interpolation="nearest", extent=(0, n, m, 0), **style)
+        ax.set_title(name, fontsize=10)
+    fig.suptitle(title if len(title) <= 100 else title[:97] + "...", fontsize=10)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.08, top=0.82, wspace=0.15)
+    save_png(fig, path)
