@@ -123,6 +123,11 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", "MPLBACKEND": "Agg",
     })
     env.pop(trace.ENV_VAR, None)
+    # The mpich wheel's UCX patches the C library's mmap when libmpi is loaded, so that it
+    # hears of memory being unmapped (for its cache of RDMA registrations): 40 ms in every
+    # rank, a quarter of its start, for networks these machines do not have. A user's own
+    # setting wins.
+    env.setdefault("UCX_MEM_EVENTS", "no")
     env.update(extra or {})
     return env
 
