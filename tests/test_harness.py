@@ -19,7 +19,7 @@ from parakit import KIT_ROOT, backends, wire
 from parakit.controller import proctree
 from parakit.controller.jobs import run_job
 from parakit.controller.launch import Child
-from parakit.controller.runtime import Runtime, Target
+from parakit.controller.runtime import Runtime, Target, child_env
 from parakit.worker import grade as child
 from problems import trace
 
@@ -227,3 +227,12 @@ def test_trace_records_of_the_wrong_shape_are_skipped_not_fatal(tmp_path):
     (tmp_path / "trace-6.jsonl").symlink_to(tmp_path / "trace-5.jsonl")  # never followed
     [rec] = trace.read(tmp_path)
     assert (rec.pid, rec.units) == (5, 1.0)
+
+
+def test_graded_children_start_without_ucx_memory_hooks_unless_the_user_says(monkeypatch):
+    """UCX's mmap hooks cost every MPI rank 40 ms at start (docs/benchmarks.md); a user who
+    needs them (an RDMA network) keeps them by setting the variable."""
+    monkeypatch.delenv("UCX_MEM_EVENTS", raising=False)
+    assert child_env()["UCX_MEM_EVENTS"] == "no"
+    monkeypatch.setenv("UCX_MEM_EVENTS", "yes")
+    assert child_env()["UCX_MEM_EVENTS"] == "yes"
