@@ -3,10 +3,15 @@ messages for options that cannot work together."""
 
 from __future__ import annotations
 
+import os
+import signal
+
+import psutil
 import pytest
 
 from parakit.backends.base import BackendError
 from parakit.backends.mpi import host_flags
+from parakit.controller import proctree
 from parakit.controller.hosts import Hosts, HostsError
 from tests.helpers import run_grader
 
@@ -71,3 +76,34 @@ def test_mpiexec_is_told_the_hosts_and_the_remote_shell():
 def test_the_grader_refuses_placements_that_cannot_work(tmp_path, args, words):
     run = run_grader(tmp_path, *args)
     assert run.returncode == 4 and words in run.output, run.output[-2000:]
+
+
+def test_each_host_keeps_one_probe_that_answers_every_question(tmp_path):
+    # A remote shell that runs the command here, after a login banner on stdout (the probe's
+    # answers are told apart from what a shell prints by their mark).
+    rsh = tmp_path / "rsh"
+    rsh.write_text('#!/bin/sh\nshift; [ "$1" = "--" ] && shift\necho "Welcome to node1"\n'
+                   'exec /bin/sh -c "$*"\n')
+    rsh.chmod(0o755)
+    hosts = Hosts.parse("node1", remote_shell=str(rsh))
+    try:
+        me = str(os.getpid())
+        name, answer = hosts.probe("node1", "cpu", me)
+        assert name == proctree.HOST and answer[me] > 0
+        session = hosts._sessions["node1"]
+        assert hosts.probe("node1", "cpu", me)[1][me] >= answer[me]
+        assert hosts._sessions["node1"] is session  # the same remote shell, asked again
+        assert session.popen.pid in proctree._spared_trees()  # never a job's process
+        with pytest.raises(HostsError, match="could not answer nonsense"):
+            hosts.probe("node1", "nonsense")
+        # a probe that has ended is started again, once, and the question still answered
+        for proc in psutil.Process(session.popen.pid).children(recursive=True):
+            proc.send_signal(signal.SIGKILL)
+        session.popen.wait(timeout=10)
+        assert me in hosts.probe("node1", "cpu", me)[1]
+        assert hosts._sessions["node1"] is not session
+    finally:
+        hosts.close()
+    assert hosts._sessions == {}
+    assert not [p for p in psutil.Process().children(recursive=True)
+                if "parakit.controller.probe" in " ".join(p.cmdline())]

@@ -35,6 +35,9 @@ def session(workers: int, workdir: Path, mpiexec: str | None = None,
 
 
 def stop_all(backends: dict[str, Backend]) -> None:
-    """Stop every backend (each sweeps what it started)."""
+    """Stop every backend (each sweeps what it started), then end the probes of the hosts."""
     for backend in backends.values():
         backend.stop()
+    hosts = getattr(backends.get("mpi"), "hosts", None)
+    if hosts is not None:
+        hosts.close()

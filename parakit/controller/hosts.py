@@ -12,16 +12,82 @@ host must see the checkout, the Python and the work folder at the same paths.
 from __future__ import annotations
 
 import json
+import os
+import select
 import shlex
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parakit.controller import proctree
+from parakit.controller.probe import MARK
 from parakit.controller.proctree import HOST
 
 PROBE_TIMEOUT = 30.0  # seconds a probe of one host may take
+PROBE = [sys.executable, "-m", "parakit.controller.probe", "serve"]
+
+
+class ProbeSession:
+    """One host's probe, answering over the remote shell's pipes for a whole grading: a remote
+    shell per question costs a connection and a Python start with psutil (50-110 ms), and an
+    ipyparallel run asks each engine's host twice per case. Its processes here are the
+    grader's own, never a job's (``proctree.spare``)."""
+
+    def __init__(self, argv: list[str]):
+        self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL)
+        proctree.spare([self.popen.pid])
+        self._buffer = b""
+        self._lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def ask(self, args: Sequence[str], timeout: float) -> dict:
+        """The probe's answer to ``ACTION ARGS...``; OSError if the session has ended,
+        TimeoutError if no answer comes within ``timeout`` seconds."""
+        with self._lock:
+            self.popen.stdin.write((json.dumps(list(args)) + "\n").encode())
+            self.popen.stdin.flush()
+            deadline = time.monotonic() + timeout
+            while True:  # lines without the mark: what a login shell printed
+                line = self._line(deadline)
+                if line.startswith(MARK):
+                    return json.loads(line[len(MARK):])
+
+    def _line(self, deadline: float) -> str:
+        fd = self.popen.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no answer within {PROBE_TIMEOUT:g} s")
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    raise OSError("the remote shell ended")
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def close(self) -> None:
+        """Close its input (the probe ends), wait for the remote shell, kill it if it stays."""
+        try:
+            self.popen.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self.popen.stdout.close()
+        proctree.unspare([self.popen.pid])
 
 
 class HostsError(ValueError):
@@ -55,6 +121,8 @@ class Hosts:
     remote_shell: tuple[str, ...] = ("ssh",)
     remote_copy: tuple[str, ...] = ("scp",)  # ipyparallel fetches engine logs with it
     _self_names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _sessions: dict[str, ProbeSession] = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @classmethod
     def parse(cls, hosts: str = "", hostfile: str = "", remote_shell: str = "",
@@ -109,17 +177,35 @@ class Hosts:
         return [*self.remote_shell, host, "--", shlex.join(argv)]
 
     def probe(self, host: str, *args: str) -> tuple[str, object]:
-        """Run ``parakit.controller.probe ARGS`` on ``host``: (its name for itself, answer);
-        HostsError if the host cannot be reached."""
-        argv = [sys.executable, "-m", "parakit.controller.probe", *args]
-        try:
-            done = subprocess.run(self.command(host, argv), capture_output=True, text=True,
-                                  timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
-            data = json.loads(done.stdout.strip().splitlines()[-1])
-            return str(data["host"]), data["answer"]
-        except (OSError, subprocess.SubprocessError, ValueError, IndexError, KeyError) as exc:
-            raise HostsError(f"cannot reach {host} with {' '.join(self.remote_shell)}: "
-                             f"{exc}") from None
+        """Ask ``parakit.controller.probe ARGS`` on ``host``: (its name for itself, answer);
+        HostsError if the host cannot be reached. The question goes to the host's probe
+        session (:class:`ProbeSession`), started at the first question and started again once
+        if it has ended."""
+        for attempt in (1, 2):
+            with self._lock:
+                session = self._sessions.get(host)
+                fresh = session is None or not session.alive
+                if fresh:
+                    session = self._sessions[host] = ProbeSession(self.command(host, PROBE))
+            try:
+                data = session.ask(args, PROBE_TIMEOUT)
+                break
+            except (OSError, ValueError) as exc:  # TimeoutError is an OSError
+                session.close()
+                if fresh or attempt == 2:
+                    raise HostsError(f"cannot reach {host} with "
+                                     f"{' '.join(self.remote_shell)}: {exc}") from None
+        if "error" in data:
+            raise HostsError(f"the probe on {host} could not answer {args[0]}: {data['error']}")
+        return str(data["host"]), data["answer"]
+
+    def close(self) -> None:
+        """End the probe sessions (each probe ends when its input closes)."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            session.close()
 
     def probe_all(self, *args: str) -> dict[str, object]:
         """The probe on every host at once; of those that answer, their name for themselves

@@ -106,8 +106,9 @@ class Job:
                 outcomes.append(done)
                 break
             if time.monotonic() > deadline:
-                child.dump_stacks(also=self.backend.engines)
+                # other hosts first: the local dump then waits for every process's stack
                 self.backend.dump_stacks(child)
+                child.dump_stacks(also=self.backend.engines)
                 outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
                 break
             time.sleep(_POLL)

@@ -1,8 +1,8 @@
 """What the controller asks a host about its processes, run on that host by the remote shell.
 
-``python -m parakit.controller.probe ACTION ...`` prints one JSON object: the host's name for
-itself and the answer. It runs on a host of the cluster (through ``ssh HOST``), outside every
-graded process, and reads that host's process table, as ``psutil`` does on this machine:
+``python -m parakit.controller.probe ACTION ...`` prints one JSON object after ``MARK``: the
+host's name for itself and the answer. It runs on a host of the cluster (through ``ssh HOST``),
+outside every graded process, and reads that host's process table, as ``psutil`` does here:
 
 - ``find VAR VALUE``: the processes whose environment has ``VAR=VALUE`` (the kit tags every
   process it starts, and what they start inherits it): pid, parent, name, MPI rank (the
@@ -16,7 +16,9 @@ graded process, and reads that host's process table, as ``psutil`` does on this 
   processes so tagged (stack dumps: a process without a handler would end);
 - ``kill VAR VALUE``: end the processes so tagged (TERM, a short wait, KILL);
 - ``shm SINCE``: remove the shared-memory files this user's processes left in the host's
-  ``/dev/shm`` since ``SINCE`` (``parakit.controller.shm``).
+  ``/dev/shm`` since ``SINCE`` (``parakit.controller.shm``);
+- ``serve``: answer such requests, one JSON list per line of stdin, until it closes (one
+  remote shell per host for a whole grading, instead of one per question).
 
 It imports only the standard library, psutil and ``parakit.controller.shm`` (standard library
 only): it must run before anything else of the kit on a host that merely shares the checkout.
@@ -150,8 +152,24 @@ def _end(procs: list[psutil.Process]) -> list[int]:
     return [p.pid for p in procs]
 
 
-def main(argv: list[str]) -> int:
-    action, *args = argv
+MARK = "parakit-probe "  # the start of an answer's line (a login shell may print others)
+
+
+def serve() -> int:
+    """Answer requests until stdin closes (``Hosts`` keeps one such probe per host for the
+    whole grading): one JSON list ``[ACTION, ARG...]`` per line in, one answer per line out."""
+    for line in sys.stdin:
+        said = {"host": socket.gethostname()}
+        try:
+            request = json.loads(line)
+            said["answer"] = _answer(str(request[0]), [str(a) for a in request[1:]])
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+            said["error"] = f"{type(exc).__name__}: {exc}"
+        print(MARK + json.dumps(said), flush=True)
+    return 0
+
+
+def _answer(action: str, args: list[str]) -> object:
     if action == "find":
         answer: object = find(args[0], args[1])
     elif action == "cpu":
@@ -167,9 +185,19 @@ def main(argv: list[str]) -> int:
     elif action == "killpids":
         answer = killpids([int(a) for a in args])
     else:
-        print(f"probe: unknown action {action}", file=sys.stderr)
+        raise ValueError(f"unknown action {action}")
+    return answer
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["serve"]:
+        return serve()
+    try:
+        answer = _answer(argv[0], argv[1:])
+    except (ValueError, IndexError, AttributeError) as exc:
+        print(f"probe: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"host": socket.gethostname(), "answer": answer}))
+    print(MARK + json.dumps({"host": socket.gethostname(), "answer": answer}))
     return 0
 
 
