@@ -264,6 +264,15 @@ def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], worker
                    f"computed, up to {max(waited):.0%} of the run (at most "
                    f"{balance.WAIT_MAX:.0%}): a barrier, a sleep or a slow hand-out before its "
                    "next rows; waiting does not balance the load")
+    fixed = balance.fixed_split(runs)
+    lucky = [m for m in runs if m.r_work > balance.WORK_MAX and m.r_finish <= balance.FINISH_MAX]
+    if fixed and lucky:
+        why.append(f"every run gave each worker the same rows, a split fixed in advance, so "
+                   f"its work decides and it was uneven (R_work = max/mean of per-worker work "
+                   f"{_values(m.r_work for m in lucky)}, at most {balance.WORK_MAX}); the "
+                   f"finish times lined up in {len(lucky)} of {len(runs)} runs because the "
+                   "operating system gave the heavy workers more CPU, not because of the "
+                   "schedule: hand out rows as workers become free, or split them evenly")
     uneven = [m for m in runs if m.r_work > balance.WORK_MAX and m.r_finish > balance.FINISH_MAX]
     if uneven:
         why.append(f"in {len(uneven)} of {len(runs)} runs both the work (R_work = max/mean of "
@@ -271,7 +280,8 @@ def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], worker
                    f"{balance.WORK_MAX}) and the finish times (R_finish "
                    f"{_values(m.r_finish for m in uneven)}, at most {balance.FINISH_MAX}) were "
                    f"uneven; one contiguous block per worker gives R_work = {blocks:.2f}")
-    worst, ev = max(measured, key=lambda x: (not x[0].balanced, x[0].max_wait, x[0].r_work))
+    worst, ev = max(measured, key=lambda x: (not x[0].balances(not fixed), x[0].max_wait,
+                                             x[0].r_work))
     drawn = balance.picture(ev, picture, backend, f"{backend}, {workers} workers: the least "
                             f"balanced run (R_work {worst.r_work:.2f}, R_finish "
                             f"{worst.r_finish:.2f})")
