@@ -57,16 +57,16 @@ class ProbeSession:
             self.popen.stdin.flush()
             deadline = time.monotonic() + timeout
             while True:  # lines without the mark: what a login shell printed
-                line = self._line(deadline)
+                line = self._line(deadline, timeout)
                 if line.startswith(MARK):
                     return json.loads(line[len(MARK):])
 
-    def _line(self, deadline: float) -> str:
+    def _line(self, deadline: float, timeout: float) -> str:
         fd = self.popen.stdout.fileno()
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no answer within {PROBE_TIMEOUT:g} s")
+                raise TimeoutError(f"no answer within {timeout:g} s")
             if select.select([fd], [], [], left)[0]:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:

@@ -163,8 +163,8 @@ def serve() -> int:
         try:
             request = json.loads(line)
             said["answer"] = _answer(str(request[0]), [str(a) for a in request[1:]])
-        except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
-            said["error"] = f"{type(exc).__name__}: {exc}"
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError, OSError) as exc:
+            said["error"] = f"{type(exc).__name__}: {exc}"  # the probe stays for the next
         print(MARK + json.dumps(said), flush=True)
     return 0
 
