@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,7 @@ def main() -> None:
         for proc in busy:
             proc.kill()
             proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(found, indent=1))
 
