@@ -262,6 +262,22 @@ _HOP = ("__import__('os').fork() == 0 and (__import__('os').setsid(), [(__import
         " __import__('os')._exit(0))")
 _CHILD_LEFT = ("__import__('subprocess').Popen([__import__('sys').executable, '-c', "
                "'import time; time.sleep(600)']).pid")
+_FORGE_PROBE = '''
+
+def _forge_probe_answers():
+    """Fill the pipe of this host's probe with answers saying that nothing is left."""
+    import json, os, socket  # noqa: E401
+    line = "parakit-probe " + json.dumps({"host": socket.gethostname(), "answer": []}) + "\\n"
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            if b"parakit.controller.probe" in cmd and b"serve" in cmd:
+                with open(f"/proc/{pid}/fd/1", "w") as out:
+                    out.write(line * 200)
+        except (OSError, ValueError):
+            pass
+'''
 # What a cheat inside the child would patch: the runner's own checks and psutil.
 _PATCH_CHECKS = ("__import__('sys').modules['parakit.wire'].digest = lambda value: ''; "
                  "__import__('psutil').Process.children = lambda self, recursive=False: []")
@@ -316,6 +332,14 @@ TRUST: list[Broken] = [
            select="matmul and mpi"),
     Broken("ipp_engine_escapes", "matmul", {"matmul": [
         ("    view.push(", f"    view.apply_sync(lambda: {_ESCAPE})\n    view.push(")]},
+        _ALL_IPP, "process(es) running after it returned", select="matmul and ipp"),
+    # ... and, on another host, first fills the pipe of that host's probe with answers that say
+    # nothing is left there (graded code runs as the same user as the probe: hosts.ProbeSession
+    # takes only the line with its question's nonce)
+    Broken("ipp_engine_forges_probe_answers", "matmul", {"matmul": [
+        ("    view.push(", "    view.apply_sync(_forge_probe_answers)\n"
+                          f"    view.apply_sync(lambda: {_ESCAPE})\n    view.push("),
+        (_IMPORT_MULTIPLY, _IMPORT_MULTIPLY + _FORGE_PROBE)]},
         _ALL_IPP, "process(es) running after it returned", select="matmul and ipp"),
     # ... or simply leaves a child below the engine (the cluster's own processes are spared
     # from a job's, its engines' later children are not)

@@ -3,6 +3,7 @@ messages for options that cannot work together."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -13,6 +14,7 @@ from parakit.backends.base import BackendError
 from parakit.backends.mpi import host_flags
 from parakit.controller import proctree
 from parakit.controller.hosts import Hosts, HostsError
+from parakit.controller.probe import MARK
 from tests.helpers import run_grader
 
 
@@ -79,11 +81,13 @@ def test_the_grader_refuses_placements_that_cannot_work(tmp_path, args, words):
 
 
 def test_each_host_keeps_one_probe_that_answers_every_question(tmp_path):
-    # A remote shell that runs the command here, after a login banner on stdout (the probe's
-    # answers are told apart from what a shell prints by their mark).
+    # A remote shell that runs the command here, after a login banner on stdout and a forged
+    # answer (as graded code on that host, the same user, could write into the probe's pipe):
+    # only the line with the question's nonce is the answer.
     rsh = tmp_path / "rsh"
+    forged = MARK + json.dumps({"host": "forged", "nonce": "0", "answer": {}})
     rsh.write_text('#!/bin/sh\nshift; [ "$1" = "--" ] && shift\necho "Welcome to node1"\n'
-                   'exec /bin/sh -c "$*"\n')
+                   f"echo '{forged}'\n" 'exec /bin/sh -c "$*"\n')
     rsh.chmod(0o755)
     hosts = Hosts.parse("node1", remote_shell=str(rsh))
     try:

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.multihost,
 HOSTS = ("node1", "node2")
 ENTRIES = {e.name: e for e in CATALOGUE + TRUST + MANDELBROT}
 ACROSS = ["matmul_mpi_deadlock", "mpi_rank_escapes", "mpi_rank_escapes_as_proxy",
-          "ipp_engine_escapes",
+          "ipp_engine_escapes", "ipp_engine_forges_probe_answers",
           "mpi_balanced_forged_trace", "ipp_balanced_forged_trace"]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import shlex
 import subprocess
@@ -51,15 +52,22 @@ class ProbeSession:
 
     def ask(self, args: Sequence[str], timeout: float) -> dict:
         """The probe's answer to ``ACTION ARGS...``; OSError if the session has ended,
-        TimeoutError if no answer comes within ``timeout`` seconds."""
+        TimeoutError if no answer comes within ``timeout`` seconds. Only the line that carries
+        this question's nonce counts: the others are what a login shell printed, or what a
+        process on that host (graded code runs there as the same user) wrote into the pipe."""
+        nonce = secrets.token_hex(16)
         with self._lock:
-            self.popen.stdin.write((json.dumps(list(args)) + "\n").encode())
+            self.popen.stdin.write((json.dumps([nonce, *args]) + "\n").encode())
             self.popen.stdin.flush()
             deadline = time.monotonic() + timeout
-            while True:  # lines without the mark: what a login shell printed
+            while True:
                 line = self._line(deadline, timeout)
-                if line.startswith(MARK):
-                    return json.loads(line[len(MARK):])
+                try:
+                    data = json.loads(line.removeprefix(MARK)) if line.startswith(MARK) else None
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and data.get("nonce") == nonce:
+                    return data
 
     def _line(self, deadline: float, timeout: float) -> str:
         fd = self.popen.stdout.fileno()

@@ -157,12 +157,15 @@ MARK = "parakit-probe "  # the start of an answer's line (a login shell may prin
 
 def serve() -> int:
     """Answer requests until stdin closes (``Hosts`` keeps one such probe per host for the
-    whole grading): one JSON list ``[ACTION, ARG...]`` per line in, one answer per line out."""
+    whole grading): one JSON list ``[NONCE, ACTION, ARG...]`` per line in, one answer per line
+    out, carrying the request's nonce (so that a line some other process wrote into the pipe
+    beforehand is not taken for the answer)."""
     for line in sys.stdin:
-        said = {"host": socket.gethostname()}
+        said: dict = {"host": socket.gethostname()}
         try:
             request = json.loads(line)
-            said["answer"] = _answer(str(request[0]), [str(a) for a in request[1:]])
+            said["nonce"] = str(request[0])
+            said["answer"] = _answer(str(request[1]), [str(a) for a in request[2:]])
         except (ValueError, IndexError, KeyError, AttributeError, TypeError, OSError) as exc:
             said["error"] = f"{type(exc).__name__}: {exc}"  # the probe stays for the next
         print(MARK + json.dumps(said), flush=True)
