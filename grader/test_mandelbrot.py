@@ -270,9 +270,10 @@ def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], worker
         why.append(f"every run gave each worker the same rows, a split fixed in advance, so "
                    f"its work decides and it was uneven (R_work = max/mean of per-worker work "
                    f"{_values(m.r_work for m in lucky)}, at most {balance.WORK_MAX}); the "
-                   f"finish times lined up in {len(lucky)} of {len(runs)} runs because the "
-                   "operating system gave the heavy workers more CPU, not because of the "
-                   "schedule: hand out rows as workers become free, or split them evenly")
+                   f"finish times lined up in {len(lucky)} of {len(runs)} runs only because "
+                   "the light workers computed more slowly (the operating system gave them less "
+                   "CPU, or something else ran beside them), not because of the schedule: hand "
+                   "out rows as workers become free, or split them evenly")
     uneven = [m for m in runs if m.r_work > balance.WORK_MAX and m.r_finish > balance.FINISH_MAX]
     if uneven:
         why.append(f"in {len(uneven)} of {len(runs)} runs both the work (R_work = max/mean of "

@@ -231,6 +231,16 @@ ROBUSTNESS += [
         "    todo = deque(list(b) for b in _blocks(spec.h, max(1, comm.Get_size() - 1)))")]},
         ("test_mandelbrot_balance[mpi-balanced]",), "the load was not balanced",
         select="mandelbrot and mpi and balanced"),
+    # ... with block boundaries moved a few rows at random in every run, so that no two runs
+    # split the rows alike (balance.fixed_split): still a split fixed before any row is
+    # computed, whose work is uneven in every run and whose finish times line up only by luck
+    Broken("mpi_balanced_jittered_blocks", "mandelbrot", {"mandelbrot": [(
+        "    todo = deque(_batches(spec.h))",
+        "    n = max(1, comm.Get_size() - 1)\n"
+        "    cuts = sorted(k * spec.h // n + int(np.random.randint(-3, 4)) for k in range(1, n))\n"
+        "    todo = deque(list(b) for b in np.split(np.arange(spec.h), cuts))")]},
+        ("test_mandelbrot_balance[mpi-balanced]",), "the load was not balanced",
+        select="mandelbrot and mpi and balanced"),
     Broken("pool_chunked_is_cyclic", "mandelbrot", {"mandelbrot": [(
         _POOL_CHUNKED + "    # chunksize=1: one block per task, so no worker is handed two blocks"
                         " in one go.\n"
