@@ -194,8 +194,8 @@ def test_mandelbrot_trace(grading, settings, backend, scheme):
         for name, spec in SPECS.items():
             context = _context(backend, scheme, workers, name, spec)
             require_ok(outcomes[name], context)
-            check_trace(outcomes[name], backend, scheme, workers, spec, context)
-            cpu.add(outcomes[name], _serial_cpu(spec))
+            ev = check_trace(outcomes[name], backend, scheme, workers, spec, context)
+            cpu.add(outcomes[name], ev, _serial_cpu(spec), float(row_work(spec).sum()), backend)
     if cpu.verdict():
         fail(f"mandelbrot_{backend}_{scheme}: {cpu.verdict()}")
 
@@ -229,9 +229,9 @@ def test_mandelbrot_balance(grading, pictures, backend, scheme):
                            workers, **extra)
         runs += more
         measured += _measure(more, backend, workers, context)
-    cpu = CpuTally()  # a balanced-looking trace of work the calling process did is no balance
-    for outcome in runs:
-        cpu.add(outcome, _serial_cpu(GRADING))
+    cpu = CpuTally()  # a balanced-looking trace of work done elsewhere is no balance
+    for outcome, (_, ev) in zip(runs, measured, strict=True):
+        cpu.add(outcome, ev, _serial_cpu(GRADING), float(row_work(GRADING).sum()), backend)
     if cpu.verdict():
         fail(f"{context}: {cpu.verdict()}")
     if not balance.balanced([m for m, _ in measured]):

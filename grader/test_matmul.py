@@ -13,9 +13,15 @@ import pytest
 
 from parakit.controller import observe
 from parakit.controller.checks import fail, picture_name, require_ok, require_product
-from parakit.controller.evidence import matmul_binding, matmul_rows_done, sort_records
+from parakit.controller.evidence import (
+    CpuTally,
+    matmul_binding,
+    matmul_rows_done,
+    serial_cpu,
+    sort_records,
+)
 from parakit.controller.mismatch import ranges
-from problems.matmul import random_pair
+from problems.matmul import multiply, random_pair
 
 BACKENDS = ["mpi", "ipp", "pool"]
 SHAPES = {  # name: (m, k, n)
@@ -98,3 +104,12 @@ def test_matmul_parallel(grading, settings, pictures, backend):
         [proc] = work
         fail(f"{context}: all the work ran in {ev.label(proc)}; split the rows of A across the "
              f"{workers} workers")
+    cpu = CpuTally()  # where the trace puts the rows, the CPU time must agree
+    serial = serial_cpu(multiply, A, B)
+    for n in settings.worker_counts:
+        run = outcomes(grading, backend, n)["large"]
+        if run.ok:
+            cpu.add(run, sort_records(run, KERNEL, backend, matmul_binding(A, B)), serial,
+                    float(A.shape[0] * B.size), backend)
+    if cpu.verdict():
+        fail(f"matmul_{backend}, A {A.shape[0]}x{A.shape[1]}: {cpu.verdict()}")

@@ -584,6 +584,69 @@ def mandelbrot_pool_balanced(spec, pool):
 def _side(spec, out):
     np.frombuffer(out.get_obj(), dtype=np.intc)[:] = _untraced(spec).ravel()
 '''
+# The second trust round (issue 25): records bound to the graded rows and naming the real
+# workers, while the work ran elsewhere; only the CPU time the OS measured tells.
+_BURN = '''
+
+def _burn(seconds):
+    import time
+
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+'''
+MPI_RANK0_WORKS = _FORGE_RECORDS + _BURN + '''
+
+def mandelbrot_mpi_balanced(spec, comm, burn=False):
+    """Rank 0 computes everything untraced; the records say each rank computed its cyclic
+    rows (the real ranks' pids); with ``burn`` the other ranks use as much CPU meanwhile."""
+    import os, time
+
+    pids = comm.allgather(os.getpid())
+    started = time.process_time()
+    image = _untraced(spec) if comm.Get_rank() == 0 else None
+    took = comm.bcast(time.process_time() - started)
+    if burn and comm.Get_rank() != 0:
+        _burn(took / comm.Get_size())
+    if comm.Get_rank() == 0:
+        _forge(spec, image, pids)
+    comm.Barrier()
+    return image
+'''
+MPI_RANK0_WORKS_OTHERS_BURN = MPI_RANK0_WORKS + '''
+
+_rank0 = mandelbrot_mpi_balanced
+
+
+def mandelbrot_mpi_balanced(spec, comm):
+    return _rank0(spec, comm, burn=True)
+'''
+POOL_CALLER_WORKS_WORKERS_BURN = _FORGE_RECORDS + _BURN + '''
+
+def mandelbrot_pool_balanced(spec, pool):
+    """The calling process computes everything untraced while the real workers, which the
+    records name, burn CPU time in a loop."""
+    import time
+
+    pids = _pool_pids(pool)
+    started = time.process_time()
+    image = _untraced(spec)
+    took = time.process_time() - started
+    pool.map(_burn, [took / len(pids)] * len(pids), chunksize=1)
+    _forge(spec, image, pids)
+    return image
+'''
+POOL_ENDED_EARLY = _FORGE_RECORDS + '''
+
+def mandelbrot_pool_balanced(spec, pool):
+    """Ends the pool before returning, so that no worker is left to look at, and claims its
+    workers computed what the calling process did."""
+    pids = _pool_pids(pool)
+    pool.terminate()
+    image = _untraced(spec)
+    _forge(spec, image, pids)
+    return image
+'''
 # Correct work in processes the grader did not give: a pool of its own, not the one passed in.
 POOL_OWN_POOL = '''
 
@@ -627,6 +690,20 @@ MANDELBROT: list[Broken] = [
     Broken("pool_balanced_side_process", "mandelbrot", _redefine(POOL_SIDE_PROCESS),
            ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
            "did not run in the workers", select="mandelbrot and pool and balanced"),
+    *(Broken(name, "mandelbrot", _redefine(code),
+             (f"test_mandelbrot_trace[{b}-balanced]", f"{_MANDEL_BALANCE}[{b}-balanced]"),
+             "did not run in the workers", select=f"mandelbrot and {b} and balanced",
+             workers=4)
+      for name, b, code in (("mpi_balanced_rank0_works", "mpi", MPI_RANK0_WORKS),
+                            ("mpi_balanced_rank0_works_others_burn", "mpi",
+                             MPI_RANK0_WORKS_OTHERS_BURN),
+                            ("pool_balanced_caller_works_workers_burn", "pool",
+                             POOL_CALLER_WORKS_WORKERS_BURN))),
+    # fails closed: whether the grader saw the workers before the pool ended (then their CPU
+    # time falls short of their claims) or not (then the records name no worker it knows)
+    Broken("pool_balanced_ends_pool_early", "mandelbrot", _redefine(POOL_ENDED_EARLY),
+           ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
+           "worker", select="mandelbrot and pool and balanced"),
     # correct rows, but in a pool of its own: the message names that cause
     Broken("pool_balanced_own_pool", "mandelbrot", _redefine(POOL_OWN_POOL),
            ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),

@@ -109,6 +109,5 @@ class EngineObserver(observe.Observer):
         now = self._engine_cpu()
         self.current.cpu = {proc: now[proc] - start for proc, start in self._start.items()
                             if proc in now}
-        self.set_caller_cpu(self.caller())
         self._start = {}
         return super().finish_case()

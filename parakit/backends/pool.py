@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import psutil
 
 from parakit.backends.base import Backend
 from parakit.controller import observe
@@ -17,31 +20,49 @@ class Pool(Backend):
 
 
 class PoolObserver(observe.Observer):
-    """The pool's workers: the children of the calling process, seen when the runner marks
-    ``alive-{i}`` (the call has returned, the pool still lives) and waits for ``ack-{i}``.
-    They were started for this case, so all their CPU time is this case's."""
+    """The pool's workers: the children of the calling process, looked at every
+    ``LOOK_EVERY`` seconds during a case and when the runner marks ``alive-{i}`` (the call has
+    returned, the pool still lives) and waits for ``ack-{i}``. They were started for this case,
+    so all their CPU time is this case's: each worker keeps the last figure seen, also when the
+    graded code ended the pool before returning. A case in which no worker was ever seen has
+    no evidence of parallel work (``evidence.CpuTally`` fails it, closed)."""
 
     def __init__(self, child: Child, jobdir: Path):
         super().__init__(child, jobdir)
-        self._acked = -1
+        self._acked, self._looked = -1, 0.0
+        self._earlier: set[int] = set()  # workers of finished cases (a pool still ending)
 
     def poll(self, case: int) -> None:
         super().poll(case)
         if self._acked < case and (self.jobdir / f"alive-{case}").exists():
-            self._workers_alive()
+            self._look()
             observe.answer(self.jobdir / f"ack-{case}")
             self._acked = case
+        elif time.monotonic() - self._looked > LOOK_EVERY:
+            self._look()
 
-    def _workers_alive(self) -> None:
+    def _look(self) -> None:
+        self._looked = time.monotonic()
         caller = self.caller()
         if caller is None:
             return
         own = self.child.own_processes()
-        for proc in caller.children():
-            if proc.pid in own:
+        try:
+            children = caller.children()
+        except psutil.Error:
+            return
+        for proc in children:
+            if proc.pid in own or proc.pid in self._earlier:
                 continue
             cpu = observe.cpu_seconds(proc)
             if cpu is not None:
                 self.current.workers[observe.here(proc.pid)] = f"pool worker (pid {proc.pid})"
                 self.current.cpu[observe.here(proc.pid)] = cpu
-        self.set_caller_cpu(caller)
+
+
+    def finish_case(self) -> observe.Seen:
+        self._earlier.update(pid for _, pid in self.current.workers)
+        return super().finish_case()
+
+
+LOOK_EVERY = 0.05  # seconds between looks for the pool's workers (a look reads /proc)

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller import observe
-from parakit.controller.hosts import Hosts
+from parakit.controller.hosts import Hosts, HostsError
 from parakit.controller.launch import Child
 from parakit.controller.proctree import TAG_VAR
 
@@ -28,18 +28,39 @@ def _rank(proc: psutil.Process) -> str:
 
 
 class RankObserver(observe.Observer):
-    """The ranks: the processes two levels below mpiexec (its proxies, then theirs). Their CPU
-    time is not kept: MPICH ranks busy-wait, so it says nothing about where work ran."""
+    """The ranks: the processes two levels below mpiexec (its proxies, then theirs), and the
+    CPU time each used, over windows without gaps: from its runner's ``loading-{rank}`` mark
+    (before the graded module is imported) to the first result, then from result to result.
+    A waiting rank sleeps between polls (``runtime.MPICH_IDLE``), so CPU time is work."""
 
     def __init__(self, child: Child, jobdir: Path, ranks: int):
         super().__init__(child, jobdir)
         self.nranks, self._scans = ranks, 0
+        self._cpu_mark: dict[observe.Proc, float] = {}  # rank -> CPU where its window began
 
     def poll(self, case: int) -> None:
         # still starting, or not yet exec'd (a launcher that names no rank: 100 looks)
         if len(self.current.ranks) < self.nranks and self._scans < 100:
             self._scans += 1
             self._see_ranks(self.current)
+        if len(self._cpu_mark) < len(self.current.ranks):
+            loading = {proc for rank, proc in self.current.ranks.items()
+                       if proc not in self._cpu_mark
+                       and (self.jobdir / f"loading-{rank}").exists()}
+            if loading:
+                self._cpu_mark.update(self.rank_cpu(loading))
+
+    def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, float]:
+        """CPU seconds so far of these ranks (those still there)."""
+        out = {}
+        for proc in procs:
+            try:
+                seconds = observe.cpu_seconds(psutil.Process(proc[1]))
+            except psutil.Error:
+                seconds = None
+            if seconds is not None:
+                out[proc] = seconds
+        return out
 
     def _see_ranks(self, seen: observe.Seen) -> None:
         """A process caught between the proxy's fork and its exec has no rank in its
@@ -58,6 +79,10 @@ class RankObserver(observe.Observer):
     def finish_case(self) -> observe.Seen:
         if len(self.current.ranks) < self.nranks:
             self._see_ranks(self.current)
+        now = self.rank_cpu(set(self._cpu_mark))
+        self.current.cpu = {proc: now[proc] - mark for proc, mark in self._cpu_mark.items()
+                            if proc in now}
+        self._cpu_mark.update(now)
         return super().finish_case()
 
     def next_seen(self, seen: observe.Seen) -> observe.Seen:
@@ -82,6 +107,19 @@ class RemoteRankObserver(RankObserver):
     def poll(self, case: int) -> None:
         if time.monotonic() - self._last > LOOK_EVERY:  # a look costs a probe per host
             super().poll(case)
+
+    def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, float]:
+        by_host: dict[str, list[int]] = {}
+        for host, pid in procs:
+            by_host.setdefault(host, []).append(pid)
+        out = {}
+        for host, pids in by_host.items():
+            try:
+                _, answer = self.hosts.probe(self.hosts.address(host), "cpu", *map(str, pids))
+            except HostsError:
+                continue
+            out.update({(host, int(pid)): float(s) for pid, s in dict(answer).items()})
+        return out
 
     def _see_ranks(self, seen: observe.Seen) -> None:
         self._last = time.monotonic()

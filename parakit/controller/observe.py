@@ -50,12 +50,35 @@ class Seen:
 
 
 def cpu_seconds(proc: psutil.Process) -> float | None:
-    """User plus system CPU seconds of a process so far (None once it is gone)."""
+    """User plus system CPU seconds of a process so far (None once it is gone).
+
+    The process's own total (``/proc/PID/stat``) counts in ticks of 10 ms, as long as one
+    small case; the scheduler's count per thread (``/proc/PID/task/*/schedstat``) is exact to
+    the nanosecond but forgets threads that have ended. The larger of the two is never short
+    of the truth by more than a tick, and exact while every thread lives.
+    """
     try:
         times = proc.cpu_times()
-        return times.user + times.system
     except psutil.Error:
         return None
+    return max(times.user + times.system, _scheduled(proc.pid))
+
+
+def _scheduled(pid: int) -> float:
+    """Seconds on a CPU of the live threads of ``pid`` by the scheduler's count (0 if it
+    cannot be read: not Linux, a kernel without schedstat)."""
+    total = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
 
 
 def answer(path: Path) -> None:
@@ -70,13 +93,16 @@ def answer(path: Path) -> None:
 class Observer:
     """Watches one child's run, case by case; ``poll`` is called from the job's loop.
 
-    This one sees the calling process only (its CPU time between ``ready-{i}`` and the result);
-    each backend's observer (``parakit.backends``) adds the workers it can find from outside.
+    This one sees the calling process only: its CPU time over windows that follow each other
+    without a gap, from the runner's ``loading`` mark (written before the graded module is
+    imported) to the first result, then from each result to the next. CPU time the graded
+    code spends outside a call (at import, between cases) therefore counts for a case too.
+    Each backend's observer (``parakit.backends``) adds the workers it can find from outside.
     """
 
     def __init__(self, child: Child, jobdir: Path):
         self.child, self.jobdir = child, jobdir
-        self._caller_start: float | None = None
+        self._caller_mark: float | None = None  # its CPU seconds where the window began
         self._ready = -1  # last case whose start was seen
         self.current = Seen()
 
@@ -87,26 +113,28 @@ class Observer:
         except psutil.Error:
             return None
 
+    def _caller_cpu(self) -> float | None:
+        caller = self.caller()
+        return cpu_seconds(caller) if caller else None
+
     def poll(self, case: int) -> None:
         """Look at the run while case ``case`` is under way."""
+        if self._caller_mark is None and (self.jobdir / "loading").exists():
+            self._caller_mark = self._caller_cpu()
         if self._ready < case and (self.jobdir / f"ready-{case}").exists():
             self._ready = case
-            caller = self.caller()
-            self._caller_start = cpu_seconds(caller) if caller else None
             self.case_started()
 
     def case_started(self) -> None:
         """The child marked the start of a case (hook for the backends' observers)."""
 
-    def set_caller_cpu(self, caller: psutil.Process | None) -> None:
-        now = cpu_seconds(caller) if caller else None
-        if now is not None and self._caller_start is not None:
-            self.current.caller_cpu = now - self._caller_start
-
     def finish_case(self) -> Seen:
         """The observation of the case whose result just arrived; the next one starts empty."""
+        now = self._caller_cpu()
+        if now is not None and self._caller_mark is not None:
+            self.current.caller_cpu = now - self._caller_mark
+        self._caller_mark = now
         seen, self.current = self.current, self.next_seen(self.current)
-        self._caller_start = None
         return seen
 
     def next_seen(self, seen: Seen) -> Seen:

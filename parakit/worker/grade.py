@@ -37,6 +37,7 @@ from parakit.worker import (
     RUNNER_ABORT,
     apply_limits,
     contexts,
+    idle_cheaply,
     mark,
     watch_stacks,
 )
@@ -130,6 +131,7 @@ def run_mpi(job: dict, jobdir: str) -> None:
     world = contexts.mpi_world()
     rank = world.Get_rank()
     watch_stacks(jobdir, f"rank {rank}")
+    mark(jobdir, f"loading-{rank}")  # the CPU time the controller counts starts here
     func, failure = load_function(job)
     for i, case in enumerate(job["cases"]):
         if failure:  # every rank failed to load the same way: report and stop, no abort needed
@@ -170,6 +172,7 @@ def _run_cases(job: dict, jobdir: str, label: str, call_case) -> None:
     count), then per case turn tracing on (work in this process is evidence too),
     ``call_case(func, i, case, trace_dir)``, and write the result."""
     watch_stacks(jobdir, label)
+    mark(jobdir, "loading")  # the CPU time the controller counts starts here
     func, failure = load_function(job)
     for i, case in enumerate(job["cases"]):
         if _count_changes(job["cases"], i):
@@ -212,14 +215,16 @@ def run_plain(job: dict, jobdir: str) -> None:
 
 def run_ipp(job: dict, jobdir: str) -> None:
     watch_stacks(jobdir, "client")
-    func, failure = load_function(job)
-    if failure is None:
-        try:
-            with contexts.ipp_engines(job["connection_file"], job["workers"],
-                                      job["connect_timeout"]) as (client, targets):
+    failure = None
+    try:  # connected first: the client's CPU time that the controller counts is the call's
+        with contexts.ipp_engines(job["connection_file"], job["workers"],
+                                  job["connect_timeout"]) as (client, targets):
+            mark(jobdir, "loading")  # the CPU time the controller counts starts here
+            func, failure = load_function(job)
+            if failure is None:
                 _ipp_cases(job, jobdir, func, client, targets)
-        except contexts.NotEnoughEngines as exc:
-            failure = {"status": ERROR, "message": str(exc)}
+    except contexts.NotEnoughEngines as exc:
+        failure = {"status": ERROR, "message": str(exc)}
     if failure:
         for i in range(len(job["cases"])):
             write_result(jobdir, i, 0, failure)
@@ -265,6 +270,7 @@ def _ipp_cases(job: dict, jobdir: str, func, client, targets: list) -> None:
 def main(jobdir: str) -> None:
     # The job file is written by the controller (trusted); only results go back, as data.
     job = pickle.loads(Path(jobdir, "job.pkl").read_bytes())
+    idle_cheaply()
     apply_limits(job.get("memory_limit", 0), job.get("cpu_limit", 0))
     runners = {"mpi": run_mpi, "pool": run_pool, "ipp": run_ipp, "plain": run_plain}
     runners[job["backend"]](job, jobdir)
