@@ -21,6 +21,7 @@ import json
 import math
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,16 +119,30 @@ def is_on() -> bool:
     return directory() is not None
 
 
+MAX_TRACE_BYTES = 64 << 20  # all the trace files of one case together: the reference's are
+#                            under 1 MiB; what is past the budget is not read
+
+
 def read(path: str | os.PathLike) -> list[Record]:
-    """All records under the trace directory ``path``, in start order (torn lines skipped)."""
+    """All records under the trace directory ``path``, in start order (torn lines skipped).
+
+    The graded code owns the folder: a file is opened never through a link, without waiting
+    (a named pipe would block), read only if it is a regular file, and all the files together
+    within ``MAX_TRACE_BYTES``.
+    """
     records = []
+    budget = MAX_TRACE_BYTES
     for file in sorted(Path(path).glob("trace-*.jsonl")):
-        try:  # never through a link: the graded code owns the folder (see parakit.wire)
-            fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
         except OSError:
             continue
         with os.fdopen(fd, "rb") as f:
-            text = f.read().decode(errors="replace")
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) or budget <= 0:
+                continue
+            data = f.read(budget)
+        budget -= len(data)
+        text = data.decode(errors="replace")
         for line in text.splitlines():
             try:
                 record = Record(**json.loads(line))

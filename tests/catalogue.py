@@ -378,6 +378,20 @@ TRUST: list[Broken] = [
         _PATCH_CHECKS + "; __import__('multiprocessing').Process(target=__import__('time').sleep,"
         " args=(600,)).start()")},
         _ALL_POOL, "process(es) running after it returned", select="matmul and pool"),
+    # 4. What a file or a module can be (issue 25): a named pipe where the grader reads an
+    # argument file or a trace (it must not block), a module nested too deep for the parser
+    # (the source check must not stop the session: hello is still graded)
+    Broken("pool_pipe_for_argument", "matmul", {"matmul": _at_pool_start(
+        "[(os.remove(f), os.mkfifo(f)) for f in {line.split()[-1] for line in "
+        "open('/proc/self/maps') if '/arg-' in line}]")},  # this case's files: mapped here
+        _ALL_POOL, "modified its input argument 1", select="matmul and pool"),
+    Broken("pool_pipe_in_trace", "matmul", {"matmul": _at_pool_start(
+        "os.mkfifo(os.path.join(__import__('problems.trace').trace.directory(), "
+        "'trace-pipe.jsonl'))")},
+        (), "", select="matmul and pool"),
+    Broken("matmul_nested_too_deep", "matmul", {"matmul": [
+        (_IMPORT_MULTIPLY, _IMPORT_MULTIPLY + "_DEEP = 1" + " + 1" * 30000 + "\n")]},
+        ("test_matmul",), "RecursionError", select="hello or matmul"),
 ]
 
 # -- Mandelbrot: evidence of parallel work and the balance rule (issue 13) -------------------------

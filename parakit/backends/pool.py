@@ -20,28 +20,36 @@ class Pool(Backend):
 
 
 class PoolObserver(observe.Observer):
-    """The pool's workers: the children of the calling process, looked at every
-    ``LOOK_EVERY`` seconds during a case and when the runner marks ``alive-{i}`` (the call has
-    returned, the pool still lives) and waits for ``ack-{i}``. They were started for this case,
-    so all their CPU time is this case's: each worker keeps the last figure seen, also when the
-    graded code ended the pool before returning. A case in which no worker was ever seen has
-    no evidence of parallel work (``evidence.CpuTally`` fails it, closed)."""
+    """The pool's workers: the children of the calling process when the runner marks
+    ``pool-{i}`` (the pool is open, the graded code has not run yet: the runner waits for
+    ``seen-{i}``). Their CPU time is looked at every ``LOOK_EVERY`` seconds during the case and
+    when the runner marks ``alive-{i}`` (the call has returned, the pool still lives) and waits
+    for ``ack-{i}``. They were started for this case, so all their CPU time is this case's;
+    each keeps the last figure seen, also if the graded code ended the pool early. Other
+    children of the caller are processes of the graded code's own: their CPU time is counted
+    too, never as a worker's. A case in which no worker was seen has no evidence of parallel
+    work (``evidence.CpuTally`` fails it, closed)."""
 
     def __init__(self, child: Child, jobdir: Path):
         super().__init__(child, jobdir)
-        self._acked, self._looked = -1, 0.0
-        self._earlier: set[int] = set()  # workers of finished cases (a pool still ending)
+        self._acked, self._pooled, self._looked = -1, -1, 0.0
+        self._earlier: set[int] = set()  # processes of finished cases (a pool still ending)
 
     def poll(self, case: int) -> None:
         super().poll(case)
-        if self._acked < case and (self.jobdir / f"alive-{case}").exists():
+        if self._pooled < case and (self.jobdir / f"pool-{case}").exists():
+            self._look(workers=True)
+            observe.answer(self.jobdir / f"seen-{case}")
+            self._pooled = case
+        elif self._acked < case and (self.jobdir / f"alive-{case}").exists():
             self._look()
             observe.answer(self.jobdir / f"ack-{case}")
             self._acked = case
         elif time.monotonic() - self._looked > LOOK_EVERY:
             self._look()
 
-    def _look(self) -> None:
+    def _look(self, workers: bool = False) -> None:
+        """CPU seconds of the caller's children; ``workers``: they are the pool's workers."""
         self._looked = time.monotonic()
         caller = self.caller()
         if caller is None:
@@ -52,16 +60,22 @@ class PoolObserver(observe.Observer):
         except psutil.Error:
             return
         for proc in children:
+            where = observe.here(proc.pid)
             if proc.pid in own or proc.pid in self._earlier:
                 continue
             cpu = observe.cpu_seconds(proc)
-            if cpu is not None:
-                self.current.workers[observe.here(proc.pid)] = f"pool worker (pid {proc.pid})"
-                self.current.cpu[observe.here(proc.pid)] = cpu
-
+            if cpu is None:
+                continue
+            if workers:
+                self.current.workers[where] = f"pool worker (pid {proc.pid})"
+            if where in self.current.workers:
+                self.current.cpu[where] = cpu
+            else:
+                self.current.other_cpu[where] = cpu
 
     def finish_case(self) -> observe.Seen:
-        self._earlier.update(pid for _, pid in self.current.workers)
+        self._earlier.update(pid for _, pid in [*self.current.workers,
+                                                *self.current.other_cpu])
         return super().finish_case()
 
 

@@ -52,8 +52,8 @@ def _display_path(file: str, target: Target) -> str:
 
 def _source_line(file: str, line: int) -> str:
     try:
-        return Path(file).read_text(errors="replace").splitlines()[line - 1].strip()
-    except (OSError, IndexError):
+        return read_job_file(Path(file)).splitlines()[line - 1].strip()[:300]
+    except IndexError:
         return ""
 
 

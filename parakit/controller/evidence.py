@@ -157,7 +157,7 @@ class CpuTally:
         per_unit = serial / units if units > 0 else 0.0
         claims = {proc: per_unit * sum(r.units for r in recs)
                   for proc, recs in evidence.by_process().items()}
-        measured = dict(seen.cpu)
+        measured = {**seen.other_cpu, **seen.cpu}
         if evidence.caller is not None and seen.caller_cpu is not None:
             measured[evidence.caller] = seen.caller_cpu
         root = evidence.caller if evidence.caller is not None else outcome.pids.get(0)

@@ -47,6 +47,7 @@ class Seen:
     cpu: dict[Proc, float] = field(default_factory=dict)  # worker -> CPU seconds in the case
     caller_cpu: float | None = None  # the calling process's CPU seconds in the case
     ranks: dict[int, Proc] = field(default_factory=dict)  # MPI: rank -> process, from outside
+    other_cpu: dict[Proc, float] = field(default_factory=dict)  # processes of the graded code's
 
 
 def cpu_seconds(proc: psutil.Process) -> float | None:

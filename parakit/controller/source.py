@@ -16,6 +16,7 @@ import ast
 import warnings
 from pathlib import Path
 
+from parakit import wire
 from parakit.worker import IMPORT_ERROR, MISSING_MODULE, NOT_IMPLEMENTED
 
 MAX_SOURCE = 1 << 20  # bytes: a larger module is not read here, the child judges it
@@ -31,15 +32,16 @@ def verdict(module_file: Path, display: str, function: str) -> tuple[str, str] |
     ``display`` names the module in messages (``student/matmul.py``)."""
     if not Path(module_file).is_file():
         return MISSING_MODULE, f"{display} does not exist"
+    source = _source(module_file)
+    if source is None:  # not read into the grader (too large, not a plain file): run it
+        return None
     try:
-        if Path(module_file).stat().st_size > MAX_SOURCE:  # not read into the grader: run it
-            return None
         with warnings.catch_warnings():  # e.g. invalid escapes: the child's to report
             warnings.simplefilter("ignore")
-            compile(Path(module_file).read_bytes(), str(module_file), "exec", dont_inherit=True)
+            compile(source, str(module_file), "exec", dont_inherit=True)
     except SyntaxError as exc:
         return IMPORT_ERROR, f"{display} has a syntax error at line {exc.lineno}: {exc.msg}"
-    except (OSError, ValueError):
+    except (ValueError, RecursionError, MemoryError):  # nested too deep to read: the child's
         return None
     if is_stub(module_file, function):
         return NOT_IMPLEMENTED, f"not implemented yet: {display} {function}"
@@ -48,11 +50,8 @@ def verdict(module_file: Path, display: str, function: str) -> tuple[str, str] |
 
 def is_stub(module_file: Path, function: str) -> bool:
     """Whether ``function`` of ``module_file`` is certainly still a stub."""
-    try:
-        if Path(module_file).stat().st_size > MAX_SOURCE:
-            return False
-        tree = ast.parse(Path(module_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError, SyntaxError):  # unreadable: the job says what is wrong
+    tree = _parse(module_file)
+    if tree is None:  # unreadable: the job says what is wrong
         return False
     defs = [node for node in tree.body
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function]
@@ -66,12 +65,13 @@ def is_stub(module_file: Path, function: str) -> bool:
 def _package_runs_code(init: Path) -> bool:
     """Whether the package's ``__init__.py`` does anything but document itself: it runs first
     and could replace the module's functions."""
-    try:
-        body = ast.parse(init.read_text(encoding="utf-8")).body if init.exists() else []
-    except (OSError, ValueError, SyntaxError):
+    if not init.exists():
+        return False
+    tree = _parse(init)
+    if tree is None:
         return True
     return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
-               for node in body)
+               for node in tree.body)
 
 
 def _raises_not_implemented(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
@@ -122,10 +122,32 @@ def _may_rebind(tree: ast.Module, function: str, the_def: ast.AST, package: str)
 def any_implemented(module_file: Path, marker: str) -> bool:
     """Whether some top-level function of ``module_file`` whose name contains ``marker`` is
     not certainly a stub (an unreadable module counts as implemented: it may be)."""
-    try:
-        tree = ast.parse(Path(module_file).read_text(encoding="utf-8"))
-    except (OSError, ValueError, SyntaxError):  # missing, or nothing of it can run
-        return False
+    tree = _parse(module_file)
+    if tree is None:  # missing, or too large or deep to read here
+        return Path(module_file).is_file()
     names = [node.name for node in tree.body
              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and marker in node.name]
     return any(not is_stub(module_file, name) for name in names)
+
+
+def _source(path: Path) -> bytes | None:
+    """A module's bytes, or None when it is not read here: graded code chooses what the file
+    is (a pipe that would block, a link, gigabytes), so a regular file of at most
+    ``MAX_SOURCE`` bytes only."""
+    try:
+        return wire.read_untrusted(Path(path), MAX_SOURCE)
+    except (OSError, wire.WireError):
+        return None
+
+
+def _parse(path: Path) -> ast.Module | None:
+    """A module's syntax tree, or None if it cannot be read here (see ``_source``), does not
+    parse, or is nested too deep for the parser (a 20,000-deep expression): never an error
+    that would stop the grading session."""
+    source = _source(path)
+    if source is None:
+        return None
+    try:
+        return ast.parse(source)
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
+        return None

@@ -197,6 +197,8 @@ def run_pool(job: dict, jobdir: str) -> None:
         try:
             with contexts.pool(case.get("workers", job["workers"]), _pool_worker_init,
                                (jobdir, trace_dir)) as pool:
+                # the controller notes the pool's workers before the graded code runs
+                mark(jobdir, f"pool-{i}", wait_for=f"seen-{i}")
                 result = _call(func, _case_args(case, 0, jobdir), pool)
                 # The controller looks at the workers (their pids, their CPU time) while they live.
                 mark(jobdir, f"alive-{i}", wait_for=f"ack-{i}")
