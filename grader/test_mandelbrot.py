@@ -31,11 +31,10 @@ import pytest
 
 from parakit.controller import balance
 from parakit.controller.checks import fail, picture_name, require_array, require_ok
+from parakit.controller.cpurule import CpuTally, serial_cpu
 from parakit.controller.evidence import (
-    CpuTally,
     Evidence,
     mandelbrot_binding,
-    serial_cpu,
     sort_records,
 )
 from parakit.controller.mismatch import ranges

@@ -13,11 +13,10 @@ import pytest
 
 from parakit.controller import observe
 from parakit.controller.checks import fail, picture_name, require_ok, require_product
+from parakit.controller.cpurule import CpuTally, serial_cpu
 from parakit.controller.evidence import (
-    CpuTally,
     matmul_binding,
     matmul_rows_done,
-    serial_cpu,
     sort_records,
 )
 from parakit.controller.mismatch import ranges

@@ -18,10 +18,9 @@ import pytest
 
 from parakit.controller import observe
 from parakit.controller.checks import fail, require_ok
+from parakit.controller.cpurule import CpuTally, serial_cpu
 from parakit.controller.evidence import (
-    CpuTally,
     graded_document,
-    serial_cpu,
     sort_records,
     wordcount_binding,
 )

@@ -11,6 +11,7 @@ import psutil
 from parakit.backends.base import Backend
 from parakit.backends.ipp_cluster import SessionCluster
 from parakit.controller import observe
+from parakit.controller.cputime import cpu_seconds
 from parakit.controller.hosts import HostsError, describe_left
 from parakit.controller.launch import Child
 from parakit.controller.proctree import OWNER_VAR
@@ -90,7 +91,7 @@ class EngineObserver(observe.Observer):
             if host == observe.HOST:
                 for pid in pids:
                     try:
-                        seconds = observe.cpu_seconds(psutil.Process(pid))
+                        seconds = cpu_seconds(psutil.Process(pid))
                     except psutil.Error:
                         seconds = None
                     if seconds is not None:

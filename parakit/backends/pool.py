@@ -9,6 +9,7 @@ import psutil
 
 from parakit.backends.base import Backend
 from parakit.controller import observe
+from parakit.controller.cputime import cpu_seconds
 from parakit.controller.launch import Child
 
 
@@ -63,7 +64,7 @@ class PoolObserver(observe.Observer):
             where = observe.here(proc.pid)
             if proc.pid in own or proc.pid in self._earlier:
                 continue
-            cpu = observe.cpu_seconds(proc)
+            cpu = cpu_seconds(proc)
             if cpu is None:
                 continue
             if workers:

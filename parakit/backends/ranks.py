@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller import observe
+from parakit.controller.cputime import cpu_seconds
 from parakit.controller.hosts import Hosts, HostsError
 from parakit.controller.launch import Child
 from parakit.controller.proctree import TAG_VAR
@@ -37,25 +38,41 @@ class RankObserver(observe.Observer):
         super().__init__(child, jobdir)
         self.nranks, self._scans = ranks, 0
         self._cpu_mark: dict[observe.Proc, float] = {}  # rank -> CPU where its window began
+        self._counted: set[int] = set()  # ranks whose window has begun
 
     def poll(self, case: int) -> None:
         # still starting, or not yet exec'd (a launcher that names no rank: 100 looks)
-        if len(self.current.ranks) < self.nranks and self._scans < 100:
+        if len(self.current.ranks) < self.nranks and self._scans < 100 and self.may_look():
             self._scans += 1
             self._see_ranks(self.current)
-        if len(self._cpu_mark) < len(self.current.ranks):
-            loading = {proc for rank, proc in self.current.ranks.items()
-                       if proc not in self._cpu_mark
-                       and (self.jobdir / f"loading-{rank}").exists()}
-            if loading:
-                self._cpu_mark.update(self.rank_cpu(loading))
+        if len(self._counted) < self.nranks:
+            self._count_loading()
+
+    def may_look(self) -> bool:
+        """Whether to look for ranks now (every poll here; other hosts cost a probe)."""
+        return True
+
+    def _count_loading(self) -> None:
+        """Begin the CPU window of each rank that marked ``loading-{rank}``, and answer
+        ``counted-{rank}``: the runner waits for it before it imports the graded module."""
+        loading = [r for r in range(self.nranks)
+                   if r not in self._counted and (self.jobdir / f"loading-{r}").exists()]
+        if not loading:
+            return
+        if any(r not in self.current.ranks for r in loading):
+            self._see_ranks(self.current)  # a rank that marks is there: look for it now
+        procs = {self.current.ranks[r]: r for r in loading if r in self.current.ranks}
+        self._cpu_mark.update(self.rank_cpu(set(procs)))
+        for rank in procs.values():
+            self._counted.add(rank)
+            observe.answer(self.jobdir / f"counted-{rank}")
 
     def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, float]:
         """CPU seconds so far of these ranks (those still there)."""
         out = {}
         for proc in procs:
             try:
-                seconds = observe.cpu_seconds(psutil.Process(proc[1]))
+                seconds = cpu_seconds(psutil.Process(proc[1]))
             except psutil.Error:
                 seconds = None
             if seconds is not None:
@@ -104,9 +121,8 @@ class RemoteRankObserver(RankObserver):
         super().__init__(child, jobdir, ranks)
         self.hosts, self._last = hosts, 0.0
 
-    def poll(self, case: int) -> None:
-        if time.monotonic() - self._last > LOOK_EVERY:  # a look costs a probe per host
-            super().poll(case)
+    def may_look(self) -> bool:
+        return time.monotonic() - self._last > LOOK_EVERY  # a look costs a probe per host
 
     def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, float]:
         by_host: dict[str, list[int]] = {}

@@ -26,9 +26,11 @@ from pathlib import Path
 import psutil
 
 from parakit import KIT_ROOT as KIT
+from parakit import sandbox
 from parakit.controller import proctree, reports
 
 NOT_IMPLEMENTED = "not implemented yet"
+PICTURES = KIT / "grader-results" / "pictures"  # where pytest grader puts its pictures
 
 
 @dataclass
@@ -75,8 +77,11 @@ def _kill_tree(pid: int) -> None:
 
 
 def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[str] = (),
-              timeout: float = 1800) -> Graded:
-    """Grade one submission in a ``pytest`` subprocess; reports go to ``outdir``."""
+              timeout: float = 1800, sandboxed: bool = False,
+              others: Sequence[Path] = ()) -> Graded:
+    """Grade one submission in a ``pytest`` subprocess; reports go to ``outdir``.
+    ``sandboxed``: in a sandbox of its own (``parakit.sandbox``), which does not see
+    ``others`` (the report folders of the other gradings of the batch)."""
     outdir.mkdir(parents=True, exist_ok=True)
     result = Graded(name, reportdir=outdir)
     gradescope, classroom = outdir / "results.json", outdir / "classroom.json"
@@ -91,12 +96,17 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
             raise FileNotFoundError(f"{submission}: no such directory")
         staged = work / "submission"
         shutil.copytree(source, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        if any(arg.startswith("--run-as") for arg in pytest_args):
+        run_as = any(arg.startswith("--run-as") for arg in pytest_args)
+        if run_as:
             work.chmod(0o755)  # the --run-as user reads the staged copy (never writes it)
         cmd = [sys.executable, "-m", "pytest", str(KIT / "grader"), "-p", "no:cacheprovider",
                "-q", "--target", str(staged), f"--grade-json={gradescope}",
                f"--classroom-json={classroom}", f"--junitxml={outdir / 'junit.xml'}",
                *pytest_args]
+        if sandboxed:  # its pictures go with its reports, not to the kit's shared folder
+            (outdir / "pictures").mkdir(exist_ok=True)
+            cmd = sandbox.wrap(cmd, write=[outdir, (outdir / "pictures", PICTURES)],
+                               read=[work], hide=others, privileged=run_as)
         with open(outdir / "output.txt", "wb") as log:
             proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
@@ -142,16 +152,27 @@ def reports_tail(path: Path, lines: int = 3) -> str:
 
 def grade_many(submissions: Sequence[tuple[str, Path]], outdir: Path,
                pytest_args: Sequence[str] = (), jobs: int = 1, timeout: float = 1800,
-               progress: Callable[[str], None] | None = None) -> list[Graded]:
-    """Grade every ``(name, path)``; ``jobs`` at once. Results in the order given."""
+               progress: Callable[[str], None] | None = None,
+               sandboxed: bool = True) -> list[Graded]:
+    """Grade every ``(name, path)``; ``jobs`` at once. Results in the order given.
+    ``sandboxed``: each grading in a sandbox of its own where the machine allows it."""
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    why = sandbox.unavailable() if sandboxed else ""
+    if why:
+        progress(f"{why}: gradings run side by side can see each other (docs/robustness.md)")
+    sandboxed = sandboxed and not why
+    if sandboxed:
+        PICTURES.mkdir(parents=True, exist_ok=True)
+        for name, _ in submissions:  # each grading hides the others' report folders
+            (outdir / name).mkdir(parents=True, exist_ok=True)
     done: dict[str, Graded] = {}
     lock = threading.Lock()
     width = max((len(n) for n, _ in submissions), default=4)
     start = time.monotonic()
 
     def one(name: str, path: Path) -> Graded:
-        return grade_one(name, path, outdir / name, pytest_args, timeout)
+        others = [outdir / n for n, _ in submissions if n != name] if sandboxed else []
+        return grade_one(name, path, outdir / name, pytest_args, timeout, sandboxed, others)
 
     progress(f"grading {len(submissions)} submission(s), {jobs} at a time; reports in {outdir}")
     with ThreadPoolExecutor(max_workers=jobs) as pool:

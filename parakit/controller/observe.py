@@ -4,13 +4,16 @@ Nothing here asks the graded code: the processes come from the process table (th
 mpiexec, the pool's workers below the child, the session's engines), their CPU time from the
 operating system. So a trace record from a process that is not one of these is a forgery, and
 a call whose CPU time went to the calling process did not run in parallel, whatever its trace
-says. The child only marks when a case begins (``ready-{i}``) and, for a pool, when the call
-has returned while its workers still live (``alive-{i}``, answered by ``ack-{i}``); a child
-that does not mark simply gets no credit for the processes it did not show.
+says. The child marks where it is: ``loading`` (before the graded module is imported: CPU time
+is counted from there), when a case begins (``ready-{i}``) and, for a pool, when the pool is
+open (``pool-{i}``, answered by ``seen-{i}``) and when the call has returned while its workers
+still live (``alive-{i}``, answered by ``ack-{i}``). A child that does not mark gets no
+credit for the processes it did not show, and a pool or MPI run with no worker seen fails.
 
-MPI ranks busy-wait in MPICH (a waiting rank uses a whole core), so their CPU time says nothing
-about where the work ran; for MPI only the ranks themselves are known. Each backend's observer
-lives with the backend (``parakit.backends``); this module has what they share.
+MPICH ranks would poll while they wait (a whole core each); the grader makes them sleep
+instead (``runtime.MPICH_IDLE``, ``parakit.worker.idle_cheaply``), so their CPU time is work
+too. Each backend's observer lives with the backend (``parakit.backends``); this module has
+what they share.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller import proctree
+from parakit.controller.cputime import cpu_seconds
 from parakit.controller.launch import Child
 
 Proc = tuple[str, int]  # a process anywhere: (its host's name for itself, its pid there)
@@ -48,38 +52,6 @@ class Seen:
     caller_cpu: float | None = None  # the calling process's CPU seconds in the case
     ranks: dict[int, Proc] = field(default_factory=dict)  # MPI: rank -> process, from outside
     other_cpu: dict[Proc, float] = field(default_factory=dict)  # processes of the graded code's
-
-
-def cpu_seconds(proc: psutil.Process) -> float | None:
-    """User plus system CPU seconds of a process so far (None once it is gone).
-
-    The process's own total (``/proc/PID/stat``) counts in ticks of 10 ms, as long as one
-    small case; the scheduler's count per thread (``/proc/PID/task/*/schedstat``) is exact to
-    the nanosecond but forgets threads that have ended. The larger of the two is never short
-    of the truth by more than a tick, and exact while every thread lives.
-    """
-    try:
-        times = proc.cpu_times()
-    except psutil.Error:
-        return None
-    return max(times.user + times.system, _scheduled(proc.pid))
-
-
-def _scheduled(pid: int) -> float:
-    """Seconds on a CPU of the live threads of ``pid`` by the scheduler's count (0 if it
-    cannot be read: not Linux, a kernel without schedstat)."""
-    total = 0
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0
-    for tid in threads:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
 
 
 def answer(path: Path) -> None:

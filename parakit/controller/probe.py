@@ -35,6 +35,7 @@ import sys
 import psutil
 
 from parakit.controller import shm
+from parakit.controller.cputime import cpu_seconds
 
 
 def _tagged(var: str, value: str) -> list[psutil.Process]:
@@ -52,11 +53,7 @@ def _tagged(var: str, value: str) -> list[psutil.Process]:
 
 
 def _cpu(proc: psutil.Process) -> float | None:
-    try:
-        times = proc.cpu_times()
-        return times.user + times.system
-    except psutil.Error:
-        return None
+    return cpu_seconds(proc)
 
 
 def _describe(proc: psutil.Process) -> dict:

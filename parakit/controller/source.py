@@ -122,9 +122,15 @@ def _may_rebind(tree: ast.Module, function: str, the_def: ast.AST, package: str)
 def any_implemented(module_file: Path, marker: str) -> bool:
     """Whether some top-level function of ``module_file`` whose name contains ``marker`` is
     not certainly a stub (an unreadable module counts as implemented: it may be)."""
-    tree = _parse(module_file)
-    if tree is None:  # missing, or too large or deep to read here
+    source = _source(module_file)
+    if source is None:  # missing, or too large to read here (then it may run)
         return Path(module_file).is_file()
+    try:
+        tree = ast.parse(source)
+    except (ValueError, SyntaxError):  # nothing of it can run
+        return False
+    except (RecursionError, MemoryError):  # nested too deep to read here: it may run
+        return True
     names = [node.name for node in tree.body
              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and marker in node.name]
     return any(not is_stub(module_file, name) for name in names)

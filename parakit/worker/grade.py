@@ -43,6 +43,8 @@ from parakit.worker import (
 )
 from problems import trace
 
+COUNTED_WAIT = 3.0  # seconds a rank waits for the controller to note its CPU time
+
 
 def _size(nbytes: int) -> str:
     return f"{nbytes / 2**30:g} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:g} MiB"
@@ -131,7 +133,8 @@ def run_mpi(job: dict, jobdir: str) -> None:
     world = contexts.mpi_world()
     rank = world.Get_rank()
     watch_stacks(jobdir, f"rank {rank}")
-    mark(jobdir, f"loading-{rank}")  # the CPU time the controller counts starts here
+    # the CPU time the controller counts starts here, before any graded code has run
+    mark(jobdir, f"loading-{rank}", wait_for=f"counted-{rank}", timeout=COUNTED_WAIT)
     func, failure = load_function(job)
     for i, case in enumerate(job["cases"]):
         if failure:  # every rank failed to load the same way: report and stop, no abort needed

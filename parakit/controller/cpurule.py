@@ -1,0 +1,130 @@
+"""The CPU rule: the CPU time the operating system measured for each process of a graded run,
+held against the work that process's valid trace records claim (docs/grading.md).
+
+Records are written inside the graded processes; CPU time is measured from outside
+(``parakit.controller.observe``). Where they disagree, the work did not run where the records
+say: a caller or rank 0 doing the others' rows, records naming workers that did not compute,
+workers burning CPU without rows, a pool ended before the grader saw its workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from threadpoolctl import threadpool_limits
+
+from parakit.controller.evidence import Evidence
+from parakit.controller.outcome import Outcome
+
+# Judged only when SERIAL_MIN seconds of work were graded over the runs of a function.
+SERIAL_MIN = 0.1
+
+
+def serial_cpu(function: Callable, *args) -> float:
+    """CPU seconds this thread spends on ``function(*args)``: what the work costs serially,
+    with one BLAS thread as in the graded processes (``runtime.child_env``)."""
+    with threadpool_limits(1):
+        start = time.thread_time()
+        function(*args)
+        return time.thread_time() - start
+
+
+@dataclass
+class CpuTally:
+    """Per process, the CPU time the operating system measured against the work its valid
+    records claim, over the runs of one graded function.
+
+    A record says which rows a process computed; its CPU time, measured from outside over
+    windows without gaps (``parakit.controller.observe``), says whether it did. The work a
+    process claims costs ``serial * claimed units / all units`` seconds, the grader's own
+    serial measure. Two sums decide, each against the serial CPU of all the runs:
+
+    - **claimed, not computed**: the CPU each process lacks for the work it claims (below
+      ``CLAIMED_SHARE`` of its cost): records naming processes that did not do the work;
+    - **computed, not claimed**: the CPU each process used beyond what it claims plus an
+      allowance for running a call (``OVERHEAD`` seconds a case, ``OVERHEAD_SHARE`` of the
+      case's work): a caller or rank 0 doing the others' work, or workers burning CPU without
+      rows.
+
+    A run whose workers the grader could not see at all (a pool ended before the grader saw
+    it, no rank found) has no evidence, and fails: closed, not open.
+    """
+
+    serial: float = 0.0  # serial CPU seconds of the graded work over the counted runs
+    missing: float = 0.0  # CPU seconds claimed, not measured
+    unclaimed: float = 0.0  # CPU seconds measured, not claimed (beyond the allowance)
+    runs: int = 0
+    blind: int = 0  # runs whose workers the grader never saw
+    worst_missing: tuple[float, str] = (0.0, "")  # (seconds, "who: measured vs claimed")
+    worst_unclaimed: tuple[float, str] = (0.0, "")
+
+    def add(self, outcome: Outcome, evidence: Evidence, serial: float, units: float,
+            backend: str, reduce: float = 0.0) -> None:
+        """Count one run: ``serial`` CPU seconds and ``units`` work units for the whole
+        graded work of the run, ``evidence`` its sorted records; ``reduce``: the share of
+        ``serial`` that belongs in the calling process or rank 0 (a word count's reduce)."""
+        seen = outcome.seen
+        if not seen.cpu:
+            if backend in ("pool", "mpi"):
+                self.blind += 1
+            return  # ipyparallel on a user's own cluster: no engine known
+        per_unit = serial / units if units > 0 else 0.0
+        claims = {proc: per_unit * sum(r.units for r in recs)
+                  for proc, recs in evidence.by_process().items()}
+        measured = {**seen.other_cpu, **seen.cpu}
+        if evidence.caller is not None and seen.caller_cpu is not None:
+            measured[evidence.caller] = seen.caller_cpu
+        root = evidence.caller if evidence.caller is not None else outcome.pids.get(0)
+        for proc in set(measured) | set(claims):
+            used, claimed = measured.get(proc, 0.0), claims.get(proc, 0.0)
+            allowance = OVERHEAD[backend] + OVERHEAD_SHARE * serial + (
+                reduce * serial if proc == root else 0.0)
+            who = (f"{evidence.label(proc)}: {used * 1e3:.0f} ms of CPU time, work of "
+                   f"{claimed * 1e3:.0f} ms claimed")
+            short = max(0.0, CLAIMED_SHARE * claimed - used)
+            over = max(0.0, used - claimed - allowance)
+            self.missing += short
+            self.unclaimed += over
+            self.worst_missing = max(self.worst_missing, (short, who))
+            self.worst_unclaimed = max(self.worst_unclaimed, (over, who))
+        self.serial += serial
+        self.runs += 1
+
+    def verdict(self) -> str:
+        """'' or the sentence that says the work did not run where its records say."""
+        if self.blind:
+            return (f"in {self.blind} run(s) the grader saw none of the workers that should "
+                    "have done the work (a pool ended before the call returned, or ranks that "
+                    "never started the runner), so no CPU time measured by the operating "
+                    "system shows that the work ran in parallel: keep the pool you were given "
+                    "open until you return")
+        if self.serial < SERIAL_MIN:
+            return ""
+        seen = (f"over its {self.runs} runs (CPU times measured by the operating system; the "
+                f"work takes {self.serial:.2f} s serially)")
+        if self.unclaimed > UNCLAIMED_MAX * self.serial:
+            return (f"{seen}, {self.unclaimed:.2f} s of CPU time went to processes beyond the "
+                    f"work their trace claims, e.g. {self.worst_unclaimed[1]}: the work did not "
+                    "run in the workers the trace names (the calling process or rank 0 did "
+                    "others' work), or processes burned CPU time without work")
+        if self.missing > MISSING_MAX * self.serial:
+            return (f"{seen}, processes claimed {self.missing:.2f} s more work than they had "
+                    f"CPU time for, e.g. {self.worst_missing[1]}: the work did not run in "
+                    "the workers the trace names")
+        return ""
+
+
+# How the CPU rule counts (measured: docs/grading.md). A process must show CLAIMED_SHARE of
+# the CPU its claimed work costs serially: with the scheduler's exact count none of the
+# reference's falls short at all. CPU beyond its claim counts past an allowance per process
+# and run for what running a call costs: loading, messages, results; a pool's start and its
+# threads (counted in ticks of 10 ms once they end); an ipyparallel client's and engine's
+# handling of tasks. The reference's largest, per process and run: MPI 8.6 ms, pool 30 ms
+# (ticks), ipyparallel 39 ms.
+CLAIMED_SHARE = 0.5
+OVERHEAD = {"mpi": 0.012, "pool": 0.045, "ipp": 0.05, "plain": 0.045}  # seconds
+OVERHEAD_SHARE = 0.05  # of the run's serial CPU, per process
+UNCLAIMED_MAX = 0.15  # of the serial CPU of all runs
+MISSING_MAX = 0.1

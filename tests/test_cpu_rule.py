@@ -1,0 +1,92 @@
+"""The CPU rule (``parakit.controller.evidence.CpuTally``) on synthetic runs, and what makes
+waiting cheap in graded processes (``runtime.MPICH_IDLE``, ``worker.idle_cheaply``).
+
+A run is four workers that claim a quarter of the work each (100 units of 1 ms); what the
+operating system measured for each process is set per test. The rule must pass a run whose CPU
+time follows the claims, and fail the three ways the work can run where the records do not say.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import subprocess
+import sys
+
+import pytest
+
+from parakit.controller.cpurule import CpuTally
+from parakit.controller.evidence import Evidence
+from parakit.controller.observe import HOST, Seen
+from parakit.controller.outcome import OK, Outcome
+from parakit.controller.runtime import MPICH_IDLE, child_env
+from parakit.worker import PR_SET_TIMERSLACK, TIMER_SLACK_NS
+from problems.trace import Record
+
+CALLER = (HOST, 1)
+WORKERS = [(HOST, 100 + w) for w in range(4)]
+SERIAL = 0.4  # seconds for the whole work: 100 ms per worker's quarter
+UNITS = 400.0
+
+
+def _tally(worker_cpu: list[float], caller_cpu: float = 0.005, runs: int = 4,
+           backend: str = "pool", seen_workers: bool = True) -> CpuTally:
+    tally = CpuTally()
+    for _ in range(runs):
+        records = [Record("k", [w], 100.0, pid, host, 0.0, 1.0, 0.0)
+                   for w, (host, pid) in enumerate(WORKERS)]
+        ev = Evidence(valid=records, caller=CALLER,
+                      workers={p: f"worker {p[1]}" for p in WORKERS} if seen_workers else {})
+        seen = Seen(workers=dict(ev.workers), caller_cpu=caller_cpu,
+                    cpu=dict(zip(WORKERS, worker_cpu, strict=True)) if seen_workers else {})
+        outcome = Outcome(OK, pids={0: CALLER}, records=records, seen=seen)
+        tally.add(outcome, ev, SERIAL, UNITS, backend)
+    return tally
+
+
+def test_cpu_that_follows_the_claims_passes():
+    assert _tally([0.11, 0.105, 0.12, 0.1]).verdict() == ""
+
+
+def test_the_caller_doing_the_work_while_workers_burn_fails():
+    verdict = _tally([0.1] * 4, caller_cpu=0.4).verdict()
+    assert "beyond the work their trace claims" in verdict
+    assert "the calling process (pid 1): 400 ms of CPU time, work of 0 ms claimed" in verdict
+
+
+def test_records_naming_workers_that_did_not_compute_fail():
+    verdict = _tally([0.1, 0.002, 0.002, 0.002], backend="mpi").verdict()
+    assert "more work than they had CPU time for" in verdict
+
+
+def test_a_worker_burning_without_rows_fails():
+    tally = _tally([0.1, 0.1, 0.1, 0.1])
+    assert tally.verdict() == ""
+    burning = _tally([0.1, 0.1, 0.1, 0.4])  # claims a quarter, uses four quarters' CPU
+    assert "beyond the work their trace claims" in burning.verdict()
+
+
+def test_a_run_whose_workers_were_never_seen_fails_closed():
+    assert "saw none of the workers" in _tally([0.1] * 4, seen_workers=False).verdict()
+
+
+def test_a_users_own_cluster_is_not_failed_for_what_it_cannot_show():
+    assert _tally([0.1] * 4, backend="ipp", seen_workers=False).verdict() == ""
+
+
+def test_mpich_waits_cheaply_in_graded_children():
+    env = child_env()
+    for name, value in MPICH_IDLE.items():
+        assert env[name] == value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_the_runner_sets_a_timer_slack_that_its_children_inherit():
+    code = ("import ctypes, subprocess, sys; from parakit.worker import idle_cheaply; "
+            "idle_cheaply(); print(subprocess.run([sys.executable, '-c', 'import ctypes; "
+            "print(ctypes.CDLL(None).prctl(30, 0, 0, 0, 0))'], capture_output=True, "
+            "text=True).stdout.strip())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert int(out) == TIMER_SLACK_NS  # PR_GET_TIMERSLACK in a child of the runner
+    assert PR_SET_TIMERSLACK == 29
+    assert ctypes.CDLL(None).prctl(30, 0, 0, 0, 0) != TIMER_SLACK_NS  # not the grader's own
