@@ -264,6 +264,8 @@ def runtime(settings: Settings, workdir: Path,
 @pytest.fixture(scope="session")
 def grading(runtime: Runtime) -> Grading:
     """Runs graded calls on any backend; results are cached for the session. From here on,
-    orphans of graded code (double fork, setsid) come back to this process, not to init."""
+    orphans of graded code (double fork, setsid) come back to this process, not to init, and
+    graded code cannot reach into this one through /proc."""
     proctree.become_subreaper()
+    proctree.keep_private()
     return Grading(runtime)

@@ -62,11 +62,13 @@ def wrap(command: Sequence[str], write: Sequence[Folder | tuple[Folder, Folder]]
     /tmp it may read (they would be hidden by its own /tmp). ``hide``: folders replaced by
     empty ones (other gradings' reports). ``privileged``: keep root's capabilities (for
     ``--run-as``)."""
-    argv = [BWRAP, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
+    argv = [BWRAP, "--die-with-parent", "--new-session", "--unshare-pid", "--as-pid-1",
+            "--unshare-ipc",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
             # the home folder is read-only: IPython's and matplotlib's own folders in /tmp
-            "--setenv", "IPYTHONDIR", "/tmp/ipython", "--setenv", "MPLCONFIGDIR", "/tmp/mpl"]
+            "--setenv", "IPYTHONDIR", "/tmp/ipython", "--setenv", "MPLCONFIGDIR", "/tmp/mpl",
+            "--unsetenv", "TMPDIR"]  # its own /tmp is the temporary folder
     for folder in hide:
         argv += ["--tmpfs", os.fspath(Path(folder).resolve())]
     for folder in read:
@@ -87,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "/tmp and /dev/shm; the file system read-only but for --write folders.")
     parser.add_argument("--write", action="append", default=[], metavar="DIR",
                         help="a folder the command may write to (repeat); created if missing")
+    parser.add_argument("--read", action="append", default=[], metavar="DIR",
+                        help="a folder under /tmp the command may read (repeat): the sandbox's "
+                             "own /tmp hides the machine's")
     parser.add_argument("--privileged", action="store_true",
                         help="keep root's capabilities (for pytest grader --run-as USER)")
     parser.add_argument("--required", action="store_true",
@@ -107,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(folder).mkdir(parents=True, exist_ok=True)
     results = KIT_ROOT / "grader-results"  # pytest grader's pictures: under the kit
     results.mkdir(exist_ok=True)
-    return subprocess.call(wrap(command, [*args.write, results], privileged=args.privileged))
+    return subprocess.call(wrap(command, [*args.write, results], read=args.read,
+                                privileged=args.privileged))
 
 
 if __name__ == "__main__":

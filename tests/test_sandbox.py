@@ -4,6 +4,7 @@ and two gradings side by side (``parakit grade --jobs 2``) that cannot reach eac
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import time
@@ -19,9 +20,10 @@ pytestmark = pytest.mark.skipif(bool(sandbox.unavailable()), reason=sandbox.unav
 
 LOOK = '''
 import glob, os, sys
-outside, victim, allowed = sys.argv[1:4]
+outside, allowed = sys.argv[1:3]
+victim = os.environ["VICTIM"]  # not in any command line inside: only the victim's has it
 found = [p for p in glob.glob("/proc/[0-9]*/cmdline")
-         if b"parakit-victim" in open(p, "rb").read()]
+         if os.path.basename(victim).encode() in open(p, "rb").read()]
 print("victim process seen:", bool(found))
 print("outside /tmp folder seen:", os.path.exists(victim))
 print("/dev/shm entries:", len(os.listdir("/dev/shm")))
@@ -38,12 +40,12 @@ def test_a_sandbox_sees_no_other_process_tmp_or_shm_and_writes_only_where_allowe
     victim_dir = Path("/tmp") / f"parakit-victim-{time.time_ns()}"
     victim_dir.mkdir()
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                               "parakit-victim"])
+                               victim_dir.name])
     allowed = tmp_path / "allowed"
     try:
         out = subprocess.run([sys.executable, "-m", "parakit.sandbox", "--write", str(allowed),
                               "--", sys.executable, "-c", LOOK, str(KIT / "forbidden.txt"),
-                              str(victim_dir), str(allowed)],
+                              str(allowed)], env={**os.environ, "VICTIM": str(victim_dir)},
                              cwd=KIT, capture_output=True, text=True, timeout=60)
     finally:
         victim.kill()
@@ -59,14 +61,22 @@ def test_a_sandbox_sees_no_other_process_tmp_or_shm_and_writes_only_where_allowe
 
 
 # A submission that hunts for other gradings' job folders (through process command lines and
-# /tmp) and writes failing results into them: in a sandbox it finds nothing, and says so by
-# failing if it does.
+# /tmp) for 3 s at the start of each child, and writes failing results into what it finds. Two
+# copies graded side by side hunt each other; in sandboxes neither finds anything, and each
+# says so by failing if it does.
 _HUNT = '''
+_hunted = []
+
+
 def _hunt():
     import glob, json, os, time
-    mine, found = os.getcwd(), set()
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
+    if _hunted:
+        return
+    _hunted.append(True)
+    session = os.path.dirname(os.getcwd())  # this grading's own job folders are fair game
+    found = set()
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and not found:
         for cmd in glob.glob("/proc/[0-9]*/cmdline"):
             try:
                 parts = open(cmd, "rb").read().decode(errors="replace").split("\\0")
@@ -75,7 +85,7 @@ def _hunt():
             if "parakit.worker.grade" in parts:
                 found.add(parts[-2] if not parts[-1] else parts[-1])
         found.update(glob.glob("/tmp/parakit-grading-*/*-matmul_*"))
-        found.discard(mine)
+        found = {f for f in found if os.path.dirname(f) != session}
         for folder in found:
             for i in range(20):
                 try:
@@ -83,25 +93,63 @@ def _hunt():
                         json.dump({"status": "error", "message": "sabotaged"}, f)
                 except OSError:
                     pass
-        if found:
-            raise RuntimeError(f"found {len(found)} other job folder(s)")
         time.sleep(0.05)
+    if found:
+        raise RuntimeError(f"found {len(found)} job folder(s) of another grading")
 '''
 
 
 @pytest.mark.long(40)
 def test_two_gradings_side_by_side_cannot_reach_each_other(tmp_path):
-    hunter = make_submission(tmp_path, {"matmul": [
+    hunters = [make_submission(tmp_path, {"matmul": [
         ("from problems.matmul import multiply\n", "from problems.matmul import multiply\n"
          + _HUNT),
-        (_POOL_START, _POOL_START + "    _hunt()\n")]}, "hunter")
-    victim = make_submission(tmp_path, {}, "victim")
+        (_POOL_START, _POOL_START + "    _hunt()\n")]}, name) for name in ("first", "second")]
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "parakit.cli", "grade", str(hunter), str(victim),
+    run = subprocess.run([sys.executable, "-m", "parakit.cli", "grade", *map(str, hunters),
                           "--jobs", "2", "-k", "matmul and pool", "--out", str(out)],
                          cwd=KIT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     book = {row["submission"]: row for row in csv.DictReader(open(out / "gradebook.csv"))}
-    for name in ("hunter", "victim"):  # neither found the other; the victim kept its points
+    for name in ("first", "second"):  # neither found the other, nor lost a point to it
         assert book[name]["failed"] == "0", (name, (out / name / "output.txt").read_text())
         assert float(book[name]["total"]) == float(book[name]["possible"]) > 0
+
+
+# Graded code that writes a forged score table into the grader's own output through /proc.
+TERMINAL_FORGER = '''
+import os
+import psutil
+from mpi4py import MPI
+
+
+def greeting(comm):
+    proc = psutil.Process()
+    while proc is not None:
+        if any("pytest" in part for part in proc.cmdline()):
+            try:  # every descriptor: pytest keeps its terminal on a copy of its stdout
+                fds = os.listdir(f"/proc/{proc.pid}/fd")
+            except OSError:
+                fds = []
+            for fd in fds:
+                try:
+                    with open(f"/proc/{proc.pid}/fd/{fd}", "a") as out:
+                        out.write("\\nFORGED SCORE TABLE: total 999 / 999\\n")
+                except OSError:
+                    pass
+        proc = proc.parent()
+    return f"Hello from {MPI.Get_processor_name()}. {comm.Get_rank()} of {comm.Get_size()}"
+'''
+
+
+def test_graded_code_cannot_write_into_the_graders_output(tmp_path):
+    forger = tmp_path / "forger"
+    forger.mkdir()
+    (forger / "hello.py").write_text(TERMINAL_FORGER)
+    run = subprocess.run([sys.executable, "-m", "parakit.sandbox", "--read", str(tmp_path),
+                          "--", sys.executable, "-m", "pytest", "grader", "-p",
+                          "no:cacheprovider", "--target", str(forger), "-k",
+                          "hello and greeting and P1"],
+                         cwd=KIT, capture_output=True, text=True, timeout=120)
+    assert "1 passed" in run.stdout, run.stdout[-2000:]
+    assert "FORGED" not in run.stdout + run.stderr

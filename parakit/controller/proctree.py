@@ -107,6 +107,21 @@ def terminate(procs: Iterable[psutil.Process], grace: float = 1.0) -> list[psuti
 
 
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+_PR_SET_DUMPABLE = 4
+
+
+def keep_private() -> bool:
+    """Close this process's ``/proc`` entries (open files, memory, environment) to processes
+    of the same user that lack ``CAP_SYS_PTRACE``: graded code then cannot write into the
+    grader's terminal through ``/proc/PID/fd/1``. (Root has that capability, unless a sandbox
+    dropped it: ``parakit.sandbox``.) Children are not affected: exec opens them again. False
+    where impossible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def become_subreaper(on: bool = True) -> bool:
