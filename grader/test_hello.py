@@ -96,7 +96,9 @@ def test_hello_program(grading, settings, workers):
     outcome = grading.run_module("hello", workers)
     context = f"mpiexec -n {workers} python -m {settings.target.package}.hello"
     require_ok(outcome, "")
-    lines = [line for line in outcome.value.splitlines() if line.strip()]
+    by_rank = {r: [line for line in text.splitlines() if line.strip()]
+               for r, text in outcome.values.items()}
+    lines = [line for r in sorted(by_rank) for line in by_rank[r]]
     greetings = [line for line in lines if not line.startswith(hello.PREFIX)]
     summaries = [line for line in lines if line.startswith(hello.PREFIX)]
     if len(greetings) != workers:
@@ -106,6 +108,8 @@ def test_hello_program(grading, settings, workers):
         fail(f"{context}: printed {len(greetings)} greeting{'s' * (len(greetings) != 1)}, "
              f"expected {workers} (one per process); {_which_ranks(ranks, workers)}:\n"
              + "\n".join(greetings[:10]))
+    if grading.rt.backends["mpi"].labels_lines:
+        _check_printed_by(by_rank, workers, context)
     per_host = _check_greetings(greetings, workers, context,
                                 expected_hosts(settings, workers))
     if len(summaries) != 1 or hello.parse(summaries[0]) != per_host:
@@ -113,6 +117,24 @@ def test_hello_program(grading, settings, workers):
         fail(f"{context}: the last line must say how many processes each host got, "
              f"'{hello.PREFIX} " + ", ".join(f"{h} {n}" for h, n in per_host.items())
              + f"' (rank 0, from problems.hello.per_host); it printed {shown!r}")
+
+
+def _check_printed_by(by_rank: dict[int, list[str]], workers: int, context: str) -> None:
+    """Each rank printed its own greeting: mpiexec labels every line with the rank that
+    printed it (the text of a line is the graded code's to choose, the label is not)."""
+    for rank, lines in sorted(by_rank.items()):
+        for line in lines:
+            m = LINE.match(line.strip())
+            if rank < 0:
+                fail(f"{context}: the line {line.strip()!r} did not come from any rank's output "
+                     "(mpiexec labels each rank's lines); print with print(), one line at once")
+            if m and int(m["rank"]) != rank:
+                fail(f"{context}: rank {rank} printed {line.strip()!r}, a greeting for rank "
+                     f"{m['rank']} (mpiexec labels every line with the rank that printed it): "
+                     "each process prints its own greeting, not rank 0 for everyone")
+            if line.startswith(hello.PREFIX) and rank != 0:
+                fail(f"{context}: rank {rank} printed the per-host line; rank 0 prints it "
+                     "(problems.hello.per_host returns it on rank 0 only)")
 
 
 @pytest.mark.points(1)

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from parakit.controller.checks import fail, require_ok
+from parakit.controller.cpurule import serial_cpu
 from parakit.controller.outcome import Outcome
 from problems.mandelbrot import (
     GRADING,
     Spec,
     block_rows,
     chunk_costs,
+    compute_rows,
     imbalance,
     row_work,
     serial_image,
@@ -117,6 +119,51 @@ def test_mandelbrot_pixel_times(grading):
         fail(f"{context}: the times hardly follow the iteration counts (rank correlation "
              f"{rho:.2f}, expected at least {MIN_RANK_CORRELATION}); time each pixel's call "
              "of mandelbrot(x, y, maxit) on its own")
+    _require_measured(times, outcome, spec, context)
+
+
+MEASURED_SHARE = 0.3  # of the kernel's CPU time for the spec, here: used, and timed
+VARYING = 0.2  # share of pixels whose time differs from others' of the same iteration count
+
+
+def _require_measured(times: np.ndarray, outcome: Outcome, spec: Spec, context: str) -> None:
+    """Times that were measured, not made up. The call (from the runner's mark that it began
+    to its result) used at least MEASURED_SHARE of the CPU time the kernel takes for these
+    pixels, by the operating system's count (the reference: 29 ms, the kernel alone 14-25 ms):
+    numbers made before the call, at import, fail. The times add up to that share at least.
+    And they vary as measurements do: pixels of equal iteration count do not all get the same
+    time, as any function of the counts would give.
+
+    The limit: numbers made up inside the call at a cost like the kernel's (counts from a
+    vectorised loop, 20 ms here, with noise added) pass; that is no easier than measuring.
+    """
+    kernel = serial_cpu(compute_rows, spec, range(spec.h))
+    used = outcome.seen.call_cpu
+    hint = "time each pixel's call of mandelbrot(x, y, maxit) with time.perf_counter()"
+    if used is None:
+        fail(f"{context}: the grader could not measure the call's CPU time (the runner's "
+             "mark that the call began never came)")
+    if used < MEASURED_SHARE * kernel:
+        fail(f"{context}: the call used {used * 1e3:.0f} ms of CPU time (measured by the "
+             f"operating system), while running mandelbrot(x, y, maxit) once per pixel takes "
+             f"about {kernel * 1e3:.0f} ms here: the times were not measured; {hint}")
+    if times.sum() < MEASURED_SHARE * kernel:
+        fail(f"{context}: the times add up to {times.sum() * 1e3:.1f} ms, while running "
+             f"mandelbrot(x, y, maxit) once per pixel takes about {kernel * 1e3:.0f} ms here; "
+             f"{hint}")
+    counts = serial_image(spec).ravel()
+    flat = times.ravel()
+    shared = 0
+    varied = 0
+    for count in np.unique(counts):
+        group = flat[counts == count]
+        if group.size > 1:
+            shared += group.size
+            varied += int((group != np.median(group)).sum())
+    if shared and varied < VARYING * shared:
+        fail(f"{context}: pixels with the same iteration count got the same time ({varied} of "
+             f"{shared} differ): the times are a function of the iteration counts, not "
+             f"measurements; {hint}")
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

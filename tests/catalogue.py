@@ -56,6 +56,14 @@ CATALOGUE: list[Broken] = [
            ("test_hello_program[P2]", "test_hello_program[P3]", "test_hello_program[P4]"),
            "printed 1 greeting, expected 2 (one per process); rank 1 missing; only rank 0 "
            "greeted"),
+    # ... or every rank's greeting, each with the right text: the launcher's labels tell
+    Broken("hello_rank0_prints_for_all", "hello",
+           {"hello": [("    print(greeting(MPI.COMM_WORLD), flush=True)",
+                       "    comm = MPI.COMM_WORLD\n"
+                       "    for line in comm.gather(greeting(comm), root=0) or []:\n"
+                       "        print(line, flush=True)")]},
+           ("test_hello_program[P2]", "test_hello_program[P3]", "test_hello_program[P4]"),
+           "a greeting for rank 1 (mpiexec labels every line with the rank that printed it)"),
     Broken("matmul_wrong_product", "matmul",
            {"matmul": [(_IMPORT_MULTIPLY,
                         "from problems.matmul import multiply as _multiply\n\n\n"
@@ -598,6 +606,30 @@ def mandelbrot_pool_balanced(spec, pool):
 def _side(spec, out):
     np.frombuffer(out.get_obj(), dtype=np.intc)[:] = _untraced(spec).ravel()
 '''
+# Per-pixel times made up: an affine model of the serial iteration counts; and the same with
+# noise, computed at import (outside the call) for the spec the grader uses.
+PIXEL_TIMES_AFFINE = '''
+
+def pixel_times(spec):
+    from problems.mandelbrot import serial_image
+
+    return serial_image(spec) * 1.2e-7 + 3e-7
+'''
+PIXEL_TIMES_AT_IMPORT = '''
+
+def _made_up(spec):
+    from problems.mandelbrot import serial_image
+
+    noise = np.random.default_rng(0).normal(1.0, 0.05, (spec.h, spec.w))
+    return (serial_image(spec) * 1.2e-7 + 3e-7) * noise
+
+
+_READY = {(60, 40): _made_up(Spec(w=60, h=40))}  # the grader's spec, read in its source
+
+
+def pixel_times(spec):
+    return _READY.get((spec.w, spec.h), np.zeros((spec.h, spec.w)))
+'''
 # The second trust round (issue 25): records bound to the graded rows and naming the real
 # workers, while the work ran elsewhere; only the CPU time the OS measured tells.
 _BURN = '''
@@ -713,6 +745,12 @@ MANDELBROT: list[Broken] = [
                              MPI_RANK0_WORKS_OTHERS_BURN),
                             ("pool_balanced_caller_works_workers_burn", "pool",
                              POOL_CALLER_WORKS_WORKERS_BURN))),
+    *(Broken(name, "mandelbrot", _redefine(code), ("test_mandelbrot_pixel_times",), words,
+             select="mandelbrot and pixel_times")
+      for name, code, words in (
+          ("pixel_times_affine", PIXEL_TIMES_AFFINE,
+           "a function of the iteration counts, not measurements"),
+          ("pixel_times_at_import", PIXEL_TIMES_AT_IMPORT, "the times were not measured"))),
     # fails closed: whether the grader saw the workers before the pool ended (then their CPU
     # time falls short of their claims) or not (then the records name no worker it knows)
     Broken("pool_balanced_ends_pool_early", "mandelbrot", _redefine(POOL_ENDED_EARLY),

@@ -65,3 +65,26 @@ def test_a_semaphore_in_use_is_kept_though_its_map_names_another_file():
     assert not set(made) & set(shm.leaked(since)) and shm.sweep(since) == []
     assert all(p.exists() for p in made)
     del semaphore
+
+
+def test_a_folder_of_mapped_arrays_is_kept_while_in_use_and_removed_once_left():
+    """Memory-mapped arrays kept in RAM (the reference's pool matmul): a killed caller leaves
+    the folder; while a process maps a file in it, it is in use."""
+    import numpy as np
+
+    since = time.time()
+    folder = Path(shm.SHM, f"parakit-test-{os.getpid()}-{time.time_ns()}")
+    folder.mkdir()
+    try:
+        array = np.lib.format.open_memmap(folder / "C.npy", mode="w+", dtype=float, shape=(64,))
+        if os.getuid() == 0:
+            os.chown(folder, OWNER, -1)
+        assert folder not in shm.leaked(since, _owner())  # a file in it is mapped
+        del array
+        assert shm.leaked(since, _owner()) == [folder]
+        assert shm.sweep(since, _owner()) == [folder.name] and not folder.exists()
+    finally:
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)

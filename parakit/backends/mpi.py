@@ -87,14 +87,15 @@ class Mpi(Backend):
         self._launcher: tuple[str, ...] | None = None
         self._flags: list[str] = []
         self._error = ""
+        self.kind = ""  # "mpich", "openmpi" or "" (another launcher), once found
 
     @property
     def launcher(self) -> tuple[str, ...]:
         """The launch command with its placement flags (() if there is none)."""
         if self._launcher is None and not self._error:
             try:
-                launcher, kind = detect_mpiexec(self._command)
-                self._flags = host_flags(kind, self.hosts)
+                launcher, self.kind = detect_mpiexec(self._command)
+                self._flags = host_flags(self.kind, self.hosts)
                 self._launcher = launcher
             except BackendError as exc:
                 self._error = str(exc)
@@ -119,8 +120,16 @@ class Mpi(Backend):
         return [*self.launcher, "-n", str(workers), sys.executable, "-m", "mpi4py", *module_args]
 
     def program(self, module: str, ranks: int) -> list[str]:
-        """A module run as a program on ``ranks`` ranks (no mpi4py wrapper: its own output)."""
-        return [*self.launcher, "-n", str(ranks), sys.executable, "-m", module]
+        """A module run as a program on ``ranks`` ranks (no mpi4py wrapper: its own output).
+        MPICH's launcher labels each line with the rank that printed it (``labels_lines``)."""
+        label = ["-prepend-rank"] if self.labels_lines else []
+        return [*self.launcher, *label, "-n", str(ranks), sys.executable, "-m", module]
+
+    @property
+    def labels_lines(self) -> bool:
+        """Whether a program's output comes labelled ``[rank] line`` by the launcher (MPICH's
+        hydra; other launchers' labels are not parsed: the lines' text says the rank)."""
+        return bool(self.launcher) and self.kind == "mpich"
 
     def result_ranks(self, workers: int) -> int:
         return workers

@@ -8,6 +8,7 @@ again in the session.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +54,24 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
             return Outcome(NOT_IMPLEMENTED, f"not implemented yet: {stub}")
         return Outcome(CRASHED, f"`{shown}` failed with exit code {code}", values={0: stdout},
                        details=err)
+    if rt.backends["mpi"].labels_lines:  # which rank printed each line, from the launcher
+        return Outcome(OK, values=by_rank(stdout))
     return Outcome(OK, values={0: stdout})
+
+
+_LABEL = re.compile(r"^\[(\d+)\] ?(.*?)(?:\[\d+\] ?)?$")  # hydra may repeat it at the end
+
+
+def by_rank(labelled: str) -> dict[int, str]:
+    """The lines of a labelled output (``[rank] text``) by rank, in order; a line without a
+    label (not the launcher's) goes to rank -1."""
+    lines: dict[int, list[str]] = {}
+    for line in labelled.splitlines():
+        m = _LABEL.match(line)
+        rank, text = (int(m[1]), m[2]) if m else (-1, line)
+        if text.strip():
+            lines.setdefault(rank, []).append(text)
+    return {rank: "\n".join(texts) for rank, texts in sorted(lines.items())}
 
 
 class Grading:

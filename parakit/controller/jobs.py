@@ -74,7 +74,10 @@ class Job:
                 for i, case in enumerate(cases)]
         (jobdir / "job.pkl").write_bytes(pickle.dumps({**self.spec, "cases": sent}))
         hand_over(jobdir, self.rt.run_as)
-        env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30))})
+        # TMPDIR: what the launcher and the graded code leave in temporary files (a killed
+        # mpiexec leaves hydra's topology file) goes with the job folder
+        env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30)),
+                         "TMPDIR": str(jobdir)})
         command = self.backend.command(["-m", RUNNER, str(jobdir)], self.workers)
         child = Child(command, env, cwd=jobdir, outdir=jobdir,
                                output_limit=self.rt.limits.output, user=self.rt.run_as)

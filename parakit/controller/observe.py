@@ -50,6 +50,7 @@ class Seen:
     workers: dict[Proc, str] = field(default_factory=dict)
     cpu: dict[Proc, float] = field(default_factory=dict)  # worker -> CPU seconds in the case
     caller_cpu: float | None = None  # the calling process's CPU seconds in the case
+    call_cpu: float | None = None  # the same from the runner's ready-{i} mark: the call alone
     ranks: dict[int, Proc] = field(default_factory=dict)  # MPI: rank -> process, from outside
     other_cpu: dict[Proc, float] = field(default_factory=dict)  # processes of the graded code's
 
@@ -76,6 +77,7 @@ class Observer:
     def __init__(self, child: Child, jobdir: Path):
         self.child, self.jobdir = child, jobdir
         self._caller_mark: float | None = None  # its CPU seconds where the window began
+        self._call_mark: float | None = None  # ... where the call began (ready-{i})
         self._ready = -1  # last case whose start was seen
         self.current = Seen()
 
@@ -96,6 +98,7 @@ class Observer:
             self._caller_mark = self._caller_cpu()
         if self._ready < case and (self.jobdir / f"ready-{case}").exists():
             self._ready = case
+            self._call_mark = self._caller_cpu()
             self.case_started()
 
     def case_started(self) -> None:
@@ -106,7 +109,9 @@ class Observer:
         now = self._caller_cpu()
         if now is not None and self._caller_mark is not None:
             self.current.caller_cpu = now - self._caller_mark
-        self._caller_mark = now
+        if now is not None and self._call_mark is not None:
+            self.current.call_cpu = now - self._call_mark
+        self._caller_mark, self._call_mark = now, None
         seen, self.current = self.current, self.next_seen(self.current)
         return seen
 

@@ -6,16 +6,18 @@ resource tracker. A rank or a tracker that is killed (a hang, ``MPI_Abort``, the
 a job) unlinks nothing, and ``/dev/shm`` is memory: a few MB per killed job, which a day of
 grading turns into gigabytes and then into the kernel's out-of-memory killer.
 
-After a job's processes have ended, :func:`sweep` removes what the job left: files in
-``/dev/shm`` created since it started, owned by a user its processes ran as, and mapped by no
-live process, on two looks (a segment still in use is mapped by its users; another job's
-segment is in use while that job runs). It imports only the standard library: the probe runs
-it on other hosts.
+After a job's processes have ended, :func:`sweep` removes what the job left: files and
+folders in ``/dev/shm`` created since it started, owned by a user its processes ran as, and
+mapped by no live process (a folder: no file in it), on two looks (a segment still in use is
+mapped by its users; another job's segment is in use while that job runs). Folders are what
+code that keeps memory-mapped arrays in RAM leaves when it is killed (the reference's pool
+matmul does). It imports only the standard library: the probe runs it on other hosts.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import time
 from collections.abc import Iterable
@@ -45,9 +47,9 @@ def mapped() -> set[int]:
 
 
 def leaked(since: float, uids: Iterable[int] | None = None) -> list[Path]:
-    """Files in ``/dev/shm`` created at or after ``since`` (epoch seconds), owned by one of
-    ``uids`` (default: ours) and mapped by no live process, twice in a row: a file is made,
-    then mapped, so one just being made is seen mapped on the second look."""
+    """Files and folders in ``/dev/shm`` created at or after ``since`` (epoch seconds), owned
+    by one of ``uids`` (default: ours) and mapped by no live process, twice in a row: a file
+    is made, then mapped, so one just being made is seen mapped on the second look."""
     owners = {os.getuid()} if uids is None else set(uids)
     candidates = _unmapped(since, owners)
     if not candidates:
@@ -68,13 +70,31 @@ def _unmapped(since: float, owners: set[int]) -> dict[Path, int]:
             info = path.lstat()
         except OSError:
             continue
-        if stat.S_ISREG(info.st_mode) and info.st_uid in owners and \
-                info.st_ctime >= since - CLOCK_SLACK:
+        if (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)) and \
+                info.st_uid in owners and info.st_ctime >= since - CLOCK_SLACK:
             candidates[path] = info.st_ino
     if not candidates:
         return {}
     in_use = mapped()
-    return {path: inode for path, inode in candidates.items() if inode not in in_use}
+    return {path: inode for path, inode in candidates.items()
+            if inode not in in_use and not _inodes(path) & in_use}
+
+
+def _inodes(folder: Path, limit: int = 10000) -> set[int]:
+    """The inodes of the files in a folder and below it (at most ``limit``; none for a file),
+    never following a link."""
+    found: set[int] = set()
+    if not folder.is_dir() or folder.is_symlink():
+        return found
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                found.add(os.lstat(os.path.join(root, name)).st_ino)
+            except OSError:
+                continue
+            if len(found) >= limit:
+                return found
+    return found
 
 
 def sweep(since: float, uids: Iterable[int] | None = None) -> list[str]:
@@ -82,7 +102,10 @@ def sweep(since: float, uids: Iterable[int] | None = None) -> list[str]:
     removed = []
     for path in leaked(since, uids):
         try:
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path.name)
         except OSError:
             continue
