@@ -236,3 +236,13 @@ def test_graded_children_start_without_ucx_memory_hooks_unless_the_user_says(mon
     assert child_env()["UCX_MEM_EVENTS"] == "no"
     monkeypatch.setenv("UCX_MEM_EVENTS", "yes")
     assert child_env()["UCX_MEM_EVENTS"] == "yes"
+
+
+def test_results_beyond_the_gradings_budget_fail_the_call_not_the_grader():
+    from parakit.controller.runtime import ResultBudget
+
+    budget = ResultBudget(limit=100 << 20)
+    assert budget.take(60 << 20) == ""
+    said = budget.take(60 << 20)  # one budget for the whole grading, not one per file
+    assert "keeps at most 100 MiB of results in all (60 MiB taken so far)" in said
+    assert budget.used == 60 << 20 and budget.take(40 << 20) == ""

@@ -164,6 +164,9 @@ class Job:
         changed = self._changed_inputs(case, i, jobdir, results)
         if changed:
             return Outcome(ERROR, f"{self.spec['function']} {changed}", records=records)
+        over = self.rt.results.take(_size_of(jobdir, i))  # once per case: it ends here
+        if over:
+            return Outcome(ERROR, f"{self.spec['function']}: {over}", records=records)
         try:  # an array from a rank but 0 is never graded: not read (64 MiB a rank adds up)
             values = {r: wire.decode(res.get("value"), jobdir) for r, res in results.items()
                       if r == 0 or not _is_array(res.get("value"))}
@@ -244,6 +247,17 @@ class Job:
             msg += "\nwhere each process was when it was stopped:\n" + stacks
         return Outcome(TIMEOUT, msg, records=trace.read(jobdir / f"trace-{i}"),
                        details=diagnose.output_section(child))
+
+
+def _size_of(jobdir: Path, i: int) -> int:
+    """Bytes of case ``i``'s result files (rank 0's value included: the others' are not read)."""
+    total = 0
+    for path in [*jobdir.glob(f"result-{i}-*.json"), jobdir / f"value-{i}-0.npy"]:
+        try:
+            total += path.lstat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def _is_array(value: object) -> bool:

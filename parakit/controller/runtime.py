@@ -84,6 +84,29 @@ class Runtime:
     run_as: tuple[int, int] | None = None  # uid, gid of graded processes (--run-as); None: ours
     worker_counts: tuple[int, ...] = ()  # every count the session grades at (one child each
     #                                      for MPI; one child for them all for pool and ipp)
+    results: ResultBudget = field(default_factory=lambda: ResultBudget())
+
+
+RESULTS_BUDGET = 1 << 30  # the reference's results: under 10 MiB in a whole grading
+
+
+@dataclass
+class ResultBudget:
+    """How many bytes of graded results one grading reads and keeps, all results together:
+    a submission that returns huge values fails its calls, it does not exhaust the grader."""
+
+    limit: int = RESULTS_BUDGET
+    used: int = 0
+
+    def take(self, nbytes: int) -> str:
+        """'' if ``nbytes`` more fit (and count them), else why not."""
+        if self.used + nbytes > self.limit:
+            return (f"its results take {nbytes / 2**20:.0f} MiB, and the grading keeps at "
+                    f"most {self.limit >> 20} MiB of results in all ({self.used >> 20} MiB "
+                    "taken so far): return only what the call asks for")
+        self.used += nbytes
+        return ""
+
 
 
 def hand_over(jobdir: Path, run_as: tuple[int, int] | None) -> None:
