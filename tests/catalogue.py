@@ -682,6 +682,42 @@ def mandelbrot_pool_balanced(spec, pool):
     _forge(spec, image, pids)
     return image
 '''
+# Row blocks computed (R of work 1.57 at P=4), the records rewritten to say cyclic rows, each
+# under the pid of a worker that really computed: even claims, uneven CPU time.
+_BLOCK_IN_WORKER = '''
+
+def _block(spec, rows):
+    import os
+    from problems import trace
+
+    where = trace.directory()
+    trace.set_directory(None)
+    part = compute_rows(spec, rows)
+    trace.set_directory(where)
+    return part, os.getpid()
+'''
+POOL_BLOCKS_CLAIMED_CYCLIC = _FORGE_RECORDS + _BLOCK_IN_WORKER + '''
+
+def mandelbrot_pool_balanced(spec, pool):
+    blocks = [b.tolist() for b in np.array_split(np.arange(spec.h), pool_size(pool))]
+    parts = pool.starmap(_block, [(spec, b) for b in blocks], chunksize=1)
+    image = np.vstack([part for part, _ in parts])
+    _forge(spec, image, [pid for _, pid in parts])  # row k: the k-th pid mod P, cyclic
+    return image
+'''
+MPI_BLOCKS_CLAIMED_CYCLIC = _FORGE_RECORDS + _BLOCK_IN_WORKER + '''
+
+def mandelbrot_mpi_balanced(spec, comm):
+    rank, size = comm.Get_rank(), comm.Get_size()
+    rows = np.array_split(np.arange(spec.h), size)[rank].tolist()
+    part, pid = _block(spec, rows)
+    parts, pids = comm.gather(part, root=0), comm.gather(pid, root=0)
+    if rank != 0:
+        return None
+    image = np.vstack(parts)
+    _forge(spec, image, pids)
+    return image
+'''
 POOL_ENDED_EARLY = _FORGE_RECORDS + '''
 
 def mandelbrot_pool_balanced(spec, pool):
@@ -751,6 +787,10 @@ MANDELBROT: list[Broken] = [
           ("pixel_times_affine", PIXEL_TIMES_AFFINE,
            "a function of the iteration counts, not measurements"),
           ("pixel_times_at_import", PIXEL_TIMES_AT_IMPORT, "the times were not measured"))),
+    *(Broken(f"{b}_balanced_blocks_claimed_cyclic", "mandelbrot", _redefine(code),
+             (f"{_MANDEL_BALANCE}[{b}-balanced]",), "CPU time",
+             select=f"mandelbrot and {b} and balanced", workers=4)
+      for b, code in (("mpi", MPI_BLOCKS_CLAIMED_CYCLIC), ("pool", POOL_BLOCKS_CLAIMED_CYCLIC))),
     # fails closed: whether the grader saw the workers before the pool ended (then their CPU
     # time falls short of their claims) or not (then the records name no worker it knows)
     Broken("pool_balanced_ends_pool_early", "mandelbrot", _redefine(POOL_ENDED_EARLY),

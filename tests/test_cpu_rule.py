@@ -18,7 +18,6 @@ from parakit.controller.cpurule import CpuTally
 from parakit.controller.evidence import Evidence
 from parakit.controller.observe import HOST, Seen
 from parakit.controller.outcome import OK, Outcome
-from parakit.controller.runtime import MPICH_IDLE, child_env
 from parakit.worker import PR_SET_TIMERSLACK, TIMER_SLACK_NS
 from problems.trace import Record
 
@@ -73,12 +72,6 @@ def test_a_users_own_cluster_is_not_failed_for_what_it_cannot_show():
     assert _tally([0.1] * 4, backend="ipp", seen_workers=False).verdict() == ""
 
 
-def test_mpich_waits_cheaply_in_graded_children():
-    env = child_env()
-    for name, value in MPICH_IDLE.items():
-        assert env[name] == value
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 def test_the_runner_sets_a_timer_slack_that_its_children_inherit():
     code = ("import ctypes, subprocess, sys; from parakit.worker import idle_cheaply; "
@@ -90,3 +83,11 @@ def test_the_runner_sets_a_timer_slack_that_its_children_inherit():
     assert int(out) == TIMER_SLACK_NS  # PR_GET_TIMERSLACK in a child of the runner
     assert PR_SET_TIMERSLACK == 29
     assert ctypes.CDLL(None).prctl(30, 0, 0, 0, 0) != TIMER_SLACK_NS  # not the grader's own
+
+
+def test_records_rewritten_to_look_even_while_the_cpu_says_blocks_fail():
+    """Row blocks at P=4 (work 0.43, 1.57, 1.57, 0.43 of the mean) whose records claim an
+    even share each: the claims hold on the whole, not per worker."""
+    assert _tally([0.043, 0.157, 0.157, 0.043]).verdict().endswith(
+        "(records written or rewritten for other workers than those that computed)")
+    assert _tally([0.105, 0.11, 0.1, 0.12]).verdict() == ""  # each near its claim: fine

@@ -246,3 +246,25 @@ def test_results_beyond_the_gradings_budget_fail_the_call_not_the_grader():
     said = budget.take(60 << 20)  # one budget for the whole grading, not one per file
     assert "keeps at most 100 MiB of results in all (60 MiB taken so far)" in said
     assert budget.used == 60 << 20 and budget.take(40 << 20) == ""
+
+
+def test_graded_jobs_wait_cheaply_the_bench_does_not(tmp_path, monkeypatch):
+    """A graded job's MPICH sleeps between empty polls, whatever the user's environment says,
+    and its temporary files go to the job folder; the bench times MPI as students run it."""
+    from parakit.controller.runtime import MPICH_IDLE, child_env
+
+    monkeypatch.setenv("MPIR_CVAR_CH4_PROGRESS_THROTTLE", "0")
+    target = _package(tmp_path, """
+        import os, tempfile
+
+        def f(pool):
+            names = ("MPIR_CVAR_CH4_PROGRESS_THROTTLE", "MPIR_CVAR_ENABLE_HEAVY_YIELD")
+            return {n: int(os.environ[n]) for n in names} | {"tmp": int(
+                tempfile.gettempdir() == os.getcwd())}
+        """)
+    [out] = run_job(_runtime(target, tmp_path), "pool", "mod", "f", [{"args": ()}], 1)
+    assert out.ok, out.message
+    assert out.value == {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": 1,
+                         "MPIR_CVAR_ENABLE_HEAVY_YIELD": 1, "tmp": 1}
+    assert child_env()["MPIR_CVAR_CH4_PROGRESS_THROTTLE"] == "0"  # the bench's environment
+    assert set(MPICH_IDLE) >= {"MPIR_CVAR_CH4_PROGRESS_THROTTLE"}

@@ -21,7 +21,7 @@ from parakit.backends.base import Backend, BackendError
 from parakit.controller import diagnose, observe, proctree
 from parakit.controller.launch import Child
 from parakit.controller.outcome import CRASHED, FINAL, TIMEOUT, Outcome
-from parakit.controller.runtime import Runtime, child_env, hand_over
+from parakit.controller.runtime import MPICH_IDLE, Runtime, child_env, hand_over
 from parakit.worker import ERROR, LEAKED, LIMIT, OK, RUNNER_ABORT
 from problems import trace
 
@@ -77,7 +77,7 @@ class Job:
         # TMPDIR: what the launcher and the graded code leave in temporary files (a killed
         # mpiexec leaves hydra's topology file) goes with the job folder
         env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30)),
-                         "TMPDIR": str(jobdir)})
+                         "TMPDIR": str(jobdir), **MPICH_IDLE})  # waiting ranks sleep
         command = self.backend.command(["-m", RUNNER, str(jobdir)], self.workers)
         child = Child(command, env, cwd=jobdir, outdir=jobdir,
                                output_limit=self.rt.limits.output, user=self.rt.run_as)

@@ -136,6 +136,10 @@ class Limits:
     output: int = 1 << 20  # bytes of stdout and of stderr kept per child
 
 
+# A waiting MPICH rank polls without end, so its CPU time would say nothing about where the
+# work ran: in graded jobs (``controller.jobs``) it sleeps after each empty poll instead, for a
+# timer slack the runner sets (``parakit.worker.idle_cheaply``); the grader's setting wins,
+# verdicts rest on it. Not for the bench, which times MPI as students run it.
 MPICH_IDLE = {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1",
               "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "1",
               "MPIR_CVAR_ENABLE_HEAVY_YIELD": "1"}
@@ -156,10 +160,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # rank, a quarter of its start, for networks these machines do not have. A user's own
     # setting wins.
     env.setdefault("UCX_MEM_EVENTS", "no")
-    # A waiting MPICH rank polls without end, so its CPU time would say nothing about where
-    # the work ran: after each empty poll it sleeps instead (for a timer slack that the runner
-    # sets, ``parakit.worker.idle_cheaply``). The grader's setting wins: verdicts rest on it.
-    env.update(MPICH_IDLE)
     env.update(extra or {})
     return env
 

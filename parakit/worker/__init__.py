@@ -50,7 +50,7 @@ def idle_cheaply() -> None:
     time the operating system counts is work (``parakit.controller.observe``).
 
     MPICH polls while a rank waits; the controller's environment makes it sleep a microsecond
-    after each empty poll (``runtime.child_env``). The kernel rounds such a sleep up by the
+    after each empty poll (``runtime.MPICH_IDLE``). The kernel rounds such a sleep up by the
     thread's timer slack (50 us by default, 200 us here): a waiting rank then uses about 6% of
     a core instead of all of it. A longer slack saves more (1 ms: 2%) but delays every message
     a sleeping rank waits for: across two hosts the reference's master-worker then left
