@@ -97,8 +97,11 @@ class RankObserver(observe.Observer):
         if len(self.current.ranks) < self.nranks:
             self._see_ranks(self.current)
         now = self.rank_cpu(set(self._cpu_mark))
-        self.current.cpu = {proc: now[proc] - mark for proc, mark in self._cpu_mark.items()
-                            if proc in now}
+        # A rank gone before its CPU time was read (the runner waits for the grader after
+        # its last result) hides its last window: the case has no CPU evidence (fails closed).
+        gone = set(self._cpu_mark) - set(now)
+        self.current.cpu = {} if gone else {proc: now[proc] - mark
+                                            for proc, mark in self._cpu_mark.items()}
         self._cpu_mark.update(now)
         return super().finish_case()
 

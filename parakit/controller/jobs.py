@@ -115,6 +115,7 @@ class Job:
                 outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
                 break
             time.sleep(_POLL)
+        observe.answer(jobdir / "released")  # MPI ranks wait for it after their last result
         # Leftovers are judged only after an orderly end: after a hang or a crash the job's
         # own processes (stuck pool workers, aborting ranks) are still being torn down.
         orderly = bool(outcomes) and outcomes[-1].status not in (TIMEOUT, CRASHED) and \

@@ -153,6 +153,8 @@ def run_mpi(job: dict, jobdir: str) -> None:
             sys.stderr.flush()
             world.Abort(RUNNER_ABORT)
         comm.Free()
+    # The controller reads every rank's CPU time when the last results are in: stay until then.
+    mark(jobdir, f"done-{rank}", wait_for="released", timeout=COUNTED_WAIT)
 
 
 def _reimport_function(job: dict) -> tuple:
