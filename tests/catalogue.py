@@ -847,13 +847,38 @@ def matmul_pool(A, B, pool):
     from problems import trace
     from problems.matmul import matrix_digest, row_digests
 
+    b_digest = matrix_digest(B)
     with open(os.path.join(trace.directory(), "trace-999999.jsonl"), "w") as f:
         for i in range(A.shape[0]):
             f.write(json.dumps({"kernel": "matmul.multiply", "task": [1, A.shape[1]],
                                 "units": float(B.size), "pid": 999999 + i % 4,
                                 "host": os.uname()[1], "start": 0.0, "end": 0.01, "cpu": 0.01,
-                                "binding": {"B": matrix_digest(B),
+                                "binding": {"B": b_digest,
                                             "rows": row_digests(A[i:i + 1])}}) + "\\n")
+    return np.dot(A, B)
+'''
+MATMUL_CALLER_WORKS = '''
+
+def _worker_pid(_):
+    return os.getpid()
+
+
+def matmul_pool(A, B, pool):
+    """The product in the calling process, untraced; multiply records bound to A and B for
+    the real pool workers, rows dealt out in blocks."""
+    import json
+    from problems import trace
+    from problems.matmul import matrix_digest, row_digests
+
+    pids = sorted(set(pool.map(_worker_pid, range(64), chunksize=1)))
+    blocks = np.array_split(np.arange(A.shape[0]), len(pids))
+    with open(os.path.join(trace.directory(), "trace-made.jsonl"), "w") as f:
+        for pid, rows in zip(pids, blocks):
+            f.write(json.dumps({"kernel": "matmul.multiply", "task": [len(rows), A.shape[1]],
+                                "units": float(len(rows) * B.size), "pid": pid,
+                                "host": os.uname()[1], "start": 0.0, "end": 0.01, "cpu": 0.01,
+                                "binding": {"B": matrix_digest(B),
+                                            "rows": row_digests(A[rows])}}) + "\\n")
     return np.dot(A, B)
 '''
 FORGERIES: list[Broken] = [
@@ -868,6 +893,10 @@ FORGERIES: list[Broken] = [
     Broken("matmul_pool_forged_trace", "matmul",
            {"matmul": [(_POOL_RETURN, _POOL_RETURN + MATMUL_FORGED)]},
            ("test_matmul_parallel[pool]",), "not workers of this run", select="matmul and pool"),
+    Broken("matmul_pool_caller_works", "matmul",
+           {"matmul": [(_POOL_RETURN, _POOL_RETURN + MATMUL_CALLER_WORKS)]},
+           ("test_matmul_parallel[pool]",), "more work than they had CPU time for",
+           select="matmul and pool"),
     # correct, unusual: the documents' paths spelled differently (dir/./doc)
     Broken("wordcount_paths_respelled", "wordcount", {"wordcount": [(
         "    paths = list(paths)\n    workers = pool_size(pool)\n",

@@ -63,6 +63,7 @@ class CpuTally:
     disagree: float = 0.0  # CPU seconds by which workers depart from their claims, beyond
     claimed: float = 0.0  # ... what they have in common; the claims' cost, where judged
     worst_disagree: tuple[float, str] = (0.0, "")
+    judge: tuple[str, ...] = ("unclaimed", "missing", "agree")  # the rules that decide
 
     def add(self, outcome: Outcome, evidence: Evidence, serial: float, units: float,
             backend: str, reduce: float = 0.0) -> None:
@@ -127,16 +128,17 @@ class CpuTally:
             return ""
         seen = (f"over its {self.runs} runs (CPU times measured by the operating system; the "
                 f"work takes {self.serial:.2f} s serially)")
-        if self.unclaimed > UNCLAIMED_MAX * self.serial:
+        if "unclaimed" in self.judge and self.unclaimed > UNCLAIMED_MAX * self.serial:
             return (f"{seen}, {self.unclaimed:.2f} s of CPU time went to processes beyond the "
                     f"work their trace claims, e.g. {self.worst_unclaimed[1]}: the work did not "
                     "run in the workers the trace names (the calling process or rank 0 did "
                     "others' work), or processes burned CPU time without work")
-        if self.missing > MISSING_MAX * self.serial:
+        if "missing" in self.judge and self.missing > MISSING_MAX * self.serial:
             return (f"{seen}, processes claimed {self.missing:.2f} s more work than they had "
                     f"CPU time for, e.g. {self.worst_missing[1]}: the work did not run in "
                     "the workers the trace names")
-        if self.claimed >= SERIAL_MIN and self.disagree > DISAGREE_MAX * self.claimed:
+        if "agree" in self.judge and self.claimed >= SERIAL_MIN and \
+                self.disagree > DISAGREE_MAX * self.claimed:
             return (f"{seen}, the workers' CPU times do not follow the work their trace claims: "
                     f"they depart from it by {self.disagree:.2f} s for {self.claimed:.2f} s of "
                     f"work, e.g. {self.worst_disagree[1]}, unlike the others: the trace does "
