@@ -119,9 +119,11 @@ def make_submission(parent: Path, edits: dict[str, list[Edit] | Edit | None],
 
 def leftover_processes(since: float = 0.0) -> list[str]:
     """MPI or ipyparallel processes, or simulated hosts, still running on this machine,
-    whoever started them, and shared-memory files left in /dev/shm since ``since`` (for CI's
-    final check; tests use ``GraderRun.leftovers``, which sees only their run)."""
+    whoever started them, and shared-memory files and folders left in /dev/shm and launcher
+    files in /tmp since ``since`` (for CI's final check; tests use ``GraderRun.leftovers``,
+    which sees only their run)."""
     found = [f"{path} (shared memory)" for path in shm.leaked(since)]
+    found += [f"{path} (a launcher's file)" for path in shm.launcher_files(since, {os.getuid()})]
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])

@@ -74,8 +74,7 @@ class Job:
                 for i, case in enumerate(cases)]
         (jobdir / "job.pkl").write_bytes(pickle.dumps({**self.spec, "cases": sent}))
         hand_over(jobdir, self.rt.run_as)
-        # TMPDIR: what the launcher and the graded code leave in temporary files (a killed
-        # mpiexec leaves hydra's topology file) goes with the job folder
+        # TMPDIR: the graded code's temporary files go with the job folder
         env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30)),
                          "TMPDIR": str(jobdir), **MPICH_IDLE})  # waiting ranks sleep
         command = self.backend.command(["-m", RUNNER, str(jobdir)], self.workers)

@@ -6,6 +6,8 @@ resource tracker. A rank or a tracker that is killed (a hang, ``MPI_Abort``, the
 a job) unlinks nothing, and ``/dev/shm`` is memory: a few MB per killed job, which a day of
 grading turns into gigabytes and then into the kernel's out-of-memory killer.
 
+A killed ``mpiexec`` also leaves its topology file in ``/tmp`` (:func:`launcher_files`).
+
 After a job's processes have ended, :func:`sweep` removes what the job left: files and
 folders in ``/dev/shm`` created since it started, owned by a user its processes ran as, and
 mapped by no live process (a folder: no file in it), on two looks (a segment still in use is
@@ -97,9 +99,50 @@ def _inodes(folder: Path, limit: int = 10000) -> set[int]:
     return found
 
 
+TMP = Path("/tmp")
+# What a killed launcher leaves in /tmp: MPICH's hydra writes its topology there, at a fixed
+# place (neither TMPDIR nor MP_TMPDIR moves it), and removes it when it ends normally.
+LAUNCHER_FILES = ("hydra_hwloc_xmlfile_",)
+
+
+def launcher_files(since: float, owners: set[int]) -> list[Path]:
+    """The launchers' files in /tmp made at or after ``since`` by ``owners``, open in no live
+    process (one we may read)."""
+    try:
+        names = [n for n in os.listdir(TMP) if n.startswith(LAUNCHER_FILES)]
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        path = TMP / name
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_uid in owners and \
+                info.st_ctime >= since - CLOCK_SLACK:
+            found.append(path)
+    if not found:
+        return []
+    in_use = set()
+    for fds in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            in_use.update(os.readlink(fd) for fd in fds.iterdir())
+        except OSError:
+            continue
+    return [path for path in found if str(path) not in in_use]
+
+
 def sweep(since: float, uids: Iterable[int] | None = None) -> list[str]:
-    """Remove what :func:`leaked` finds; return the names removed."""
+    """Remove what :func:`leaked` and :func:`launcher_files` find; return the names removed."""
     removed = []
+    owners = {os.getuid()} if uids is None else set(uids)
+    for path in launcher_files(since, owners):
+        try:
+            path.unlink()
+            removed.append(path.name)
+        except OSError:
+            continue
     for path in leaked(since, uids):
         try:
             if path.is_dir() and not path.is_symlink():
