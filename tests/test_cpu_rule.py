@@ -1,4 +1,4 @@
-"""The CPU rule (``parakit.controller.evidence.CpuTally``) on synthetic runs, and what makes
+"""The CPU rule (``parakit.controller.cpurule.CpuTally``) on synthetic runs, and what makes
 waiting cheap in graded processes (``runtime.MPICH_IDLE``, ``worker.idle_cheaply``).
 
 A run is four workers that claim a quarter of the work each (100 units of 1 ms); what the

@@ -29,7 +29,7 @@ class PoolObserver(observe.Observer):
     each keeps the last figure seen, also if the graded code ended the pool early. Other
     children of the caller are processes of the graded code's own: their CPU time is counted
     too, never as a worker's. A case in which no worker was seen has no evidence of parallel
-    work (``evidence.CpuTally`` fails it, closed)."""
+    work (``cpurule.CpuTally`` fails it, closed)."""
 
     def __init__(self, child: Child, jobdir: Path):
         super().__init__(child, jobdir)
