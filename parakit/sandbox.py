@@ -71,7 +71,7 @@ def wrap(command: Sequence[str], write: Sequence[Folder | tuple[Folder, Folder]]
             "--unsetenv", "TMPDIR"]  # its own /tmp is the temporary folder
     for folder in hide:
         argv += ["--tmpfs", os.fspath(Path(folder).resolve())]
-    for folder in read:
+    for folder in [*_under_private(), *read]:
         folder = os.fspath(Path(folder).resolve())
         argv += ["--ro-bind", folder, folder]
     for item in write:
@@ -80,6 +80,15 @@ def wrap(command: Sequence[str], write: Sequence[Folder | tuple[Folder, Folder]]
     if not privileged and os.geteuid() == 0:
         argv += ["--cap-drop", "ALL"]
     return [*argv, "--", *command]
+
+
+def _under_private() -> list[Path]:
+    """The kit and the Python running it, where they live in what the sandbox makes its own
+    (/tmp, /dev/shm: a clone and its venv in /tmp): seen read-only again inside."""
+    private = [Path("/tmp").resolve(), Path("/dev/shm")]
+    places = {KIT_ROOT.resolve(), Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+              Path(sys.executable).resolve().parent}
+    return sorted(p for p in places if any(p.is_relative_to(d) for d in private))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
