@@ -193,6 +193,9 @@ def _run_cases(job: dict, jobdir: str, label: str, call_case) -> None:
         except BaseException as exc:  # noqa: BLE001
             result = _failure(job, exc)
         write_result(jobdir, i, 0, result)
+    # The controller reads this process's CPU time when the last result is in: stay until then
+    # (the interpreter's shutdown is not the call's).
+    mark(jobdir, "done", wait_for="released", timeout=COUNTED_WAIT)
 
 
 def run_pool(job: dict, jobdir: str) -> None:
