@@ -793,9 +793,11 @@ MANDELBROT: list[Broken] = [
           ("pixel_times_affine", PIXEL_TIMES_AFFINE,
            "a function of the iteration counts, not measurements"),
           ("pixel_times_at_import", PIXEL_TIMES_AT_IMPORT, "the times were not measured"))),
+    # (at --workers 2 the trace test sees row blocks only at P=2, even by symmetry: it passes;
+    # the balance test runs at P=4 whatever --workers says)
     *(Broken(f"{b}_balanced_blocks_claimed_cyclic", "mandelbrot", _redefine(code),
              (f"{_MANDEL_BALANCE}[{b}-balanced]",), "CPU time",
-             select=f"mandelbrot and {b} and balanced", workers=4)
+             select=f"mandelbrot and {b} and balanced")
       for b, code in (("mpi", MPI_BLOCKS_CLAIMED_CYCLIC), ("pool", POOL_BLOCKS_CLAIMED_CYCLIC))),
     # fails closed: whether the grader saw the workers before the pool ended (then their CPU
     # time falls short of their claims) or not (then the records name no worker it knows)
