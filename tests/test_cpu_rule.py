@@ -65,7 +65,7 @@ def test_a_worker_burning_without_rows_fails():
 
 
 def test_a_run_whose_workers_were_never_seen_fails_closed():
-    assert "saw none of the workers" in _tally([0.1] * 4, seen_workers=False).verdict()
+    assert "could not measure the workers" in _tally([0.1] * 4, seen_workers=False).verdict()
 
 
 def test_a_users_own_cluster_is_not_failed_for_what_it_cannot_show():

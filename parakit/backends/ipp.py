@@ -6,13 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import psutil
-
 from parakit.backends.base import Backend
 from parakit.backends.ipp_cluster import SessionCluster
 from parakit.controller import observe
-from parakit.controller.cputime import cpu_seconds
-from parakit.controller.hosts import HostsError, describe_left
+from parakit.controller.hosts import describe_left
 from parakit.controller.launch import Child
 from parakit.controller.proctree import OWNER_VAR
 
@@ -83,27 +80,7 @@ class EngineObserver(observe.Observer):
         observe.answer(self.jobdir / f"go-{self._ready}")  # the runner waits to call
 
     def _engine_cpu(self) -> dict[observe.Proc, float]:
-        cpu = {}
-        by_host: dict[str, list[int]] = {}
-        for host, pid in self.engines:
-            by_host.setdefault(host, []).append(pid)
-        for host, pids in by_host.items():
-            if host == observe.HOST:
-                for pid in pids:
-                    try:
-                        seconds = cpu_seconds(psutil.Process(pid))
-                    except psutil.Error:
-                        seconds = None
-                    if seconds is not None:
-                        cpu[(host, pid)] = seconds
-                continue
-            try:
-                _, answer = self.cluster.hosts.probe(self.cluster.hosts.address(host), "cpu",
-                                                    *map(str, pids))
-            except HostsError:
-                continue
-            cpu.update({(host, int(pid)): float(s) for pid, s in dict(answer).items()})
-        return cpu
+        return self.cluster.hosts.cpu(set(self.engines))
 
     def finish_case(self) -> observe.Seen:
         self.current.workers = dict(self.engines)

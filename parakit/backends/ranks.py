@@ -10,8 +10,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller import observe
-from parakit.controller.cputime import cpu_seconds
-from parakit.controller.hosts import Hosts, HostsError
+from parakit.controller.hosts import Hosts
 from parakit.controller.launch import Child
 from parakit.controller.proctree import TAG_VAR
 
@@ -34,9 +33,10 @@ class RankObserver(observe.Observer):
     (before the graded module is imported) to the first result, then from result to result.
     A waiting rank sleeps between polls (``runtime.MPICH_IDLE``), so CPU time is work."""
 
-    def __init__(self, child: Child, jobdir: Path, ranks: int):
+    def __init__(self, child: Child, jobdir: Path, ranks: int, hosts: Hosts | None = None):
         super().__init__(child, jobdir)
         self.nranks, self._scans = ranks, 0
+        self.hosts = hosts or Hosts()
         self._cpu_mark: dict[observe.Proc, float] = {}  # rank -> CPU where its window began
         self._counted: set[int] = set()  # ranks whose window has begun
 
@@ -69,15 +69,7 @@ class RankObserver(observe.Observer):
 
     def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, float]:
         """CPU seconds so far of these ranks (those still there)."""
-        out = {}
-        for proc in procs:
-            try:
-                seconds = cpu_seconds(psutil.Process(proc[1]))
-            except psutil.Error:
-                seconds = None
-            if seconds is not None:
-                out[proc] = seconds
-        return out
+        return self.hosts.cpu(procs)
 
     def _see_ranks(self, seen: observe.Seen) -> None:
         """A process caught between the proxy's fork and its exec has no rank in its
@@ -121,24 +113,11 @@ class RemoteRankObserver(RankObserver):
     shell, until all are seen (rank numbers from the launcher's ``PMI_RANK``)."""
 
     def __init__(self, child: Child, jobdir: Path, ranks: int, hosts: Hosts):
-        super().__init__(child, jobdir, ranks)
-        self.hosts, self._last = hosts, 0.0
+        super().__init__(child, jobdir, ranks, hosts)
+        self._last = 0.0
 
     def may_look(self) -> bool:
         return time.monotonic() - self._last > LOOK_EVERY  # a look costs a probe per host
-
-    def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, float]:
-        by_host: dict[str, list[int]] = {}
-        for host, pid in procs:
-            by_host.setdefault(host, []).append(pid)
-        out = {}
-        for host, pids in by_host.items():
-            try:
-                _, answer = self.hosts.probe(self.hosts.address(host), "cpu", *map(str, pids))
-            except HostsError:
-                continue
-            out.update({(host, int(pid)): float(s) for pid, s in dict(answer).items()})
-        return out
 
     def _see_ranks(self, seen: observe.Seen) -> None:
         self._last = time.monotonic()

@@ -119,11 +119,12 @@ class CpuTally:
     def verdict(self) -> str:
         """'' or the sentence that says the work did not run where its records say."""
         if self.blind:
-            return (f"in {self.blind} run(s) the grader saw none of the workers that should "
-                    "have done the work (a pool ended before the call returned, or ranks that "
-                    "never started the runner), so no CPU time measured by the operating "
-                    "system shows that the work ran in parallel: keep the pool you were given "
-                    "open until you return")
+            return (f"in {self.blind} run(s) the grader could not measure the workers that "
+                    "should have done the work (a pool ended before the grader saw it, or a "
+                    "rank that ended before the grader read its CPU time), so no CPU time "
+                    "measured by the operating system shows that the work ran in parallel: "
+                    "keep the pool you were given open until you return, and end no rank "
+                    "yourself (sys.exit, os._exit)")
         if self.serial < SERIAL_MIN:
             return ""
         seen = (f"over its {self.runs} runs (CPU times measured by the operating system; the "

@@ -25,7 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from parakit.controller import proctree
+from parakit.controller.cputime import cpu_seconds
 from parakit.controller.probe import MARK
 from parakit.controller.proctree import HOST
 
@@ -237,6 +240,30 @@ class Hosts:
                 except HostsError:
                     self._self_names[host] = host
         return dict(self._self_names)
+
+    def cpu(self, procs: set[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """CPU seconds so far of processes given as (host, pid), those still there: this
+        machine's from its process table, other hosts' through their probe."""
+        by_host: dict[str, list[int]] = {}
+        for host, pid in procs:
+            by_host.setdefault(host, []).append(pid)
+        out = {}
+        for host, pids in by_host.items():
+            if host == HOST:
+                for pid in pids:
+                    try:
+                        seconds = cpu_seconds(psutil.Process(pid))
+                    except psutil.Error:
+                        seconds = None
+                    if seconds is not None:
+                        out[(host, pid)] = seconds
+                continue
+            try:
+                _, answer = self.probe(self.address(host), "cpu", *map(str, pids))
+            except HostsError:
+                continue
+            out.update({(host, int(pid)): float(t) for pid, t in dict(answer).items()})
+        return out
 
     def address(self, name: str) -> str:
         """How to reach the host that calls itself ``name``."""
