@@ -204,7 +204,7 @@ def run_pool(job: dict, jobdir: str) -> None:
         # worker's copy is not the caller's data.
         try:
             with contexts.pool(case.get("workers", job["workers"]), _pool_worker_init,
-                               (jobdir, trace_dir)) as pool:
+                               (jobdir, trace_dir)) as pool, contexts.kept_open(pool):
                 # the controller notes the pool's workers before the graded code runs
                 mark(jobdir, f"pool-{i}", wait_for=f"seen-{i}")
                 result = _call(func, _case_args(case, 0, jobdir), pool)
