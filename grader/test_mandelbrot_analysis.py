@@ -146,7 +146,8 @@ def _require_measured(times: np.ndarray, outcome: Outcome, spec: Spec, context: 
     if used < MEASURED_SHARE * kernel:
         fail(f"{context}: the call used {used * 1e3:.0f} ms of CPU time (measured by the "
              f"operating system), while running mandelbrot(x, y, maxit) once per pixel takes "
-             f"about {kernel * 1e3:.0f} ms here: the times were not measured; {hint}")
+             f"about {kernel * 1e3:.0f} ms here: the times were not measured in the call "
+             f"(made up, or computed before it, at import); {hint}")
     if times.sum() < MEASURED_SHARE * kernel:
         fail(f"{context}: the times add up to {times.sum() * 1e3:.1f} ms, while running "
              f"mandelbrot(x, y, maxit) once per pixel takes about {kernel * 1e3:.0f} ms here; "
