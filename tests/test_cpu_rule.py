@@ -9,13 +9,17 @@ time follows the claims, and fail the three ways the work can run where the reco
 from __future__ import annotations
 
 import ctypes
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from parakit.backends.pool import PoolObserver
 from parakit.controller.cpurule import CpuTally
 from parakit.controller.evidence import Evidence
+from parakit.controller.launch import Child
 from parakit.controller.observe import HOST, Seen
 from parakit.controller.outcome import OK, Outcome
 from parakit.worker import PR_SET_TIMERSLACK, TIMER_SLACK_NS
@@ -91,3 +95,50 @@ def test_records_rewritten_to_look_even_while_the_cpu_says_blocks_fail():
     assert _tally([0.043, 0.157, 0.157, 0.043]).verdict().endswith(
         "(records written or rewritten for other workers than those that computed)")
     assert _tally([0.105, 0.11, 0.1, 0.12]).verdict() == ""  # each near its claim: fine
+
+
+_TWO_POOLS = """
+import multiprocessing, pathlib, sys, time
+d = pathlib.Path(sys.argv[1])
+first = multiprocessing.Pool(1)
+(d / "pool-0").touch()
+while not (d / "step").exists():
+    time.sleep(0.005)
+(d / "result-0-0.json").write_text("{}")  # case 0 is over; the next case's pool is forked
+second = multiprocessing.Pool(1)
+(d / "forked").touch()
+time.sleep(60)
+"""
+
+
+def _wait_for(path, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the child never wrote {what}"
+        time.sleep(0.01)
+
+
+def test_a_pool_forked_after_a_result_belongs_to_the_next_case(tmp_path):
+    """The runner writes case i's result, then forks case i+1's pool at once; a look of the
+    observer still on case i must not count those new workers as case i's (they were then
+    never taken for case i+1's workers: its records were all rejected, seen in CI)."""
+    child = Child([sys.executable, "-c", _TWO_POOLS, str(tmp_path)], dict(os.environ),
+                  cwd=tmp_path, outdir=tmp_path)
+    try:
+        watch = PoolObserver(child, tmp_path)
+        _wait_for(tmp_path / "pool-0", "pool-0")
+        watch.poll(0)
+        first = set(watch.current.workers)
+        assert len(first) == 1, watch.current
+        (tmp_path / "step").touch()
+        _wait_for(tmp_path / "forked", "forked")
+        watch._looked = 0.0  # a timed look, as the job's loop makes before it reads the result
+        watch.poll(0)
+        seen = watch.finish_case()
+        assert set(seen.workers) == first and not seen.other_cpu, seen
+        (tmp_path / "pool-1").touch()
+        watch.poll(1)
+        second = set(watch.current.workers)
+        assert len(second) == 1 and not second & first, watch.current
+    finally:
+        child.stop()

@@ -47,10 +47,16 @@ class PoolObserver(observe.Observer):
             observe.answer(self.jobdir / f"ack-{case}")
             self._acked = case
         elif time.monotonic() - self._looked > LOOK_EVERY:
-            self._look()
+            self._look(ended=self.jobdir / f"result-{case}-0.json")
 
-    def _look(self, workers: bool = False) -> None:
-        """CPU seconds of the caller's children; ``workers``: they are the pool's workers."""
+    def _look(self, workers: bool = False, ended: Path | None = None) -> None:
+        """CPU seconds of the caller's children; ``workers``: they are the pool's workers.
+
+        ``ended``: the case's result file. Once it is there the runner may already have forked
+        the next case's pool, so a child not seen before belongs to no process of this case.
+        The children are listed *before* the file is looked for: a child listed while the
+        result was not yet written was started during this case.
+        """
         self._looked = time.monotonic()
         caller = self.caller()
         if caller is None:
@@ -60,6 +66,9 @@ class PoolObserver(observe.Observer):
             children = caller.children()
         except psutil.Error:
             return
+        known = set(self.current.workers) | set(self.current.other_cpu)
+        if ended is not None and ended.exists():
+            children = [c for c in children if observe.here(c.pid) in known]
         for proc in children:
             where = observe.here(proc.pid)
             if proc.pid in own or proc.pid in self._earlier:
