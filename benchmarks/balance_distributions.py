@@ -6,9 +6,13 @@
 Runs each scheme below on ``GRADING`` at P = ``--workers`` exactly as the grader does
 (``Grading.run``, batches of ``REPEATS`` runs per child), optionally beside ``--busy``
 busy-loop processes, and prints per scheme min / median / max over the runs of:
-R_work (max/mean of per-worker work), R_busy (max/mean of per-worker time inside
-compute_rows), the longest wait of any worker while others computed (share of the span),
-R_finish, the number of workers that computed, how many batches of REPEATS runs the rule
+R_work (max/mean of per-worker work), the longest wait of any worker while others computed
+(share of the span), R_finish, how crowded the CPUs were (the share of the time the workers
+wanted a CPU and waited for one: above ``balance.CROWDED_MAX`` the run is judged by its
+split, not its clock), the
+largest piece handed out (share of a worker's fair share), the late share (work begun by
+others after a worker's last piece), the number of workers that computed, how many batches
+of REPEATS runs the rule
 (``parakit.controller.balance.balanced``) accepts, and in how many every run split the rows
 among the workers in the same way (``balance.fixed_split``: judged by work alone).
 
@@ -52,6 +56,10 @@ ALTERNATIVES = {  # name: (catalogue code, backend), graded as <backend>-balance
 EDITED = ("mpi_balanced_hands_out_blocks", "mpi_balanced_jittered_blocks")
 
 
+COLUMNS = {"R_work": "r_work", "max wait": "max_wait", "R_finish": "r_finish",
+           "crowded": "crowded", "piece": "largest_piece", "late": "late"}
+
+
 def _spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
@@ -86,8 +94,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="balance-"))
     session = backends.session(args.workers, workdir)
     found = {}
-    print(f"{'scheme':<28} {'R_work':>18} {'R_busy':>18} {'max wait':>18} {'R_finish':>18} "
-          f"{'computing':>9}  batches passing, with a fixed split", flush=True)
+    print(f"{'scheme':<28} " + " ".join(f"{c:>17}" for c in COLUMNS)
+          + f" {'computing':>9}  batches passing, with a fixed split", flush=True)
     try:
         for name, target, backend, scheme in schemes(workdir):
             if args.only and not any(o in name for o in args.only):
@@ -105,21 +113,19 @@ def main() -> None:
                         continue
                     ev = evidence.sort_records(o, KERNEL, backend,
                                                evidence.mandelbrot_binding(GRADING))
-                    runs.append(balance.measure(ev, GRADING, args.workers))
+                    runs.append(balance.measure(ev, GRADING, args.workers, o.seen))
             if not runs:
                 continue
             batches = [runs[i:i + balance.REPEATS]
                        for i in range(0, len(runs), balance.REPEATS)]
             passing = sum(balance.balanced(b) for b in batches)
             fixed = sum(balance.fixed_split(b) for b in batches)
-            row = {"R_work": [m.r_work for m in runs], "R_busy": [m.r_busy for m in runs],
-                   "max_wait": [m.max_wait for m in runs], "R_finish": [m.r_finish for m in runs],
-                   "computing": [m.computing for m in runs], "passing": passing,
-                   "fixed": fixed, "batches": len(batches)}
+            row = {c: [getattr(m, attr) for m in runs] for c, attr in COLUMNS.items()}
+            row.update(computing=[m.computing for m in runs], passing=passing, fixed=fixed,
+                       batches=len(batches))
             found[name] = row
-            print(f"{name:<28} {_spread(row['R_work']):>18} {_spread(row['R_busy']):>18} "
-                  f"{_spread(row['max_wait']):>18} {_spread(row['R_finish']):>18} "
-                  f"{min(row['computing']):>4}-{max(row['computing'])}    "
+            print(f"{name:<28} " + " ".join(f"{_spread(row[c]):>17}" for c in COLUMNS)
+                  + f" {min(row['computing']):>4}-{max(row['computing'])}    "
                   f"{passing}/{len(batches)}    {fixed}/{len(batches)}", flush=True)
     finally:
         backends.stop_all(session)

@@ -21,7 +21,7 @@ from grader.scores import Scoreboard, ScoreReporter
 from parakit import backends
 from parakit.controller import proctree, reports, source
 from parakit.controller.grading import Grading
-from parakit.controller.runtime import Runtime, hand_over
+from parakit.controller.runtime import HangBudget, Runtime, hand_over
 from parakit.controller.settings import (
     Settings,
     add_options,
@@ -258,7 +258,8 @@ def runtime(settings: Settings, workdir: Path,
     """What the jobs need to run graded code."""
     return Runtime(target=settings.target, timeout=settings.call_timeout, workdir=workdir,
                    backends=session_backends, limits=settings.limits, run_as=settings.run_as,
-                   worker_counts=tuple(settings.worker_counts))
+                   worker_counts=tuple(settings.worker_counts),
+                   hangs=HangBudget(settings.hang_budget))
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from parakit.controller import balance
+from parakit.controller import balance, balance_report
 from parakit.controller.checks import fail, picture_name, require_array, require_ok
 from parakit.controller.cpurule import CpuTally, serial_cpu
 from parakit.controller.evidence import (
@@ -44,9 +43,7 @@ from problems.mandelbrot import (
     GRADING,
     Spec,
     block_rows,
-    chunk_costs,
     compute_rows,
-    imbalance,
     row_work,
     serial_image,
 )
@@ -234,7 +231,7 @@ def test_mandelbrot_balance(grading, pictures, backend, scheme):
     if cpu.verdict():
         fail(f"{context}: {cpu.verdict()}")
     if not balance.balanced([m for m, _ in measured]):
-        fail(_imbalance_message(measured, workers, context,
+        fail(balance_report.message(measured, workers, context,
                                 pictures / f"balance-{backend}-{scheme}.png", backend))
 
 
@@ -244,52 +241,7 @@ def _measure(runs: list[Outcome], backend: str, workers: int,
     for outcome in runs:
         require_ok(outcome, context)
         ev = check_trace(outcome, backend, "balanced", workers, GRADING, context)
-        out.append((balance.measure(ev, GRADING, workers), ev))
+        out.append((balance.measure(ev, GRADING, workers, outcome.seen), ev))
     return out
 
 
-def _imbalance_message(measured: list[tuple[balance.Measures, Evidence]], workers: int,
-                       context: str, picture: Path, backend: str) -> str:
-    runs = [m for m, _ in measured]
-    blocks = imbalance(chunk_costs(row_work(GRADING)[:, None], workers))
-    why = []
-    few = [m.computing for m in runs if not m.enough_workers]
-    if few:
-        why.append(f"in {len(few)} of {len(runs)} runs only {min(few)} of the {workers} "
-                   "processes computed rows (at most one may only schedule)")
-    waited = [m.max_wait for m in runs if m.max_wait > balance.WAIT_MAX]
-    if waited:
-        why.append(f"in {len(waited)} of {len(runs)} runs a worker waited while others "
-                   f"computed, up to {max(waited):.0%} of the run (at most "
-                   f"{balance.WAIT_MAX:.0%}): a barrier, a sleep or a slow hand-out before its "
-                   "next rows; waiting does not balance the load")
-    fixed = balance.fixed_split(runs)
-    lucky = [m for m in runs if m.r_work > balance.WORK_MAX and m.r_finish <= balance.FINISH_MAX]
-    if fixed and lucky:
-        why.append(f"every run gave each worker the same rows, a split fixed in advance, so "
-                   f"its work decides and it was uneven (R_work = max/mean of per-worker work "
-                   f"{_values(m.r_work for m in lucky)}, at most {balance.WORK_MAX}); the "
-                   f"finish times lined up in {len(lucky)} of {len(runs)} runs only because "
-                   "the light workers computed more slowly (the operating system gave them less "
-                   "CPU, or something else ran beside them), not because of the schedule: hand "
-                   "out rows as workers become free, or split them evenly")
-    uneven = [m for m in runs if m.r_work > balance.WORK_MAX and m.r_finish > balance.FINISH_MAX]
-    if uneven:
-        why.append(f"in {len(uneven)} of {len(runs)} runs both the work (R_work = max/mean of "
-                   f"per-worker work {_values(m.r_work for m in uneven)}, at most "
-                   f"{balance.WORK_MAX}) and the finish times (R_finish "
-                   f"{_values(m.r_finish for m in uneven)}, at most {balance.FINISH_MAX}) were "
-                   f"uneven; one contiguous block per worker gives R_work = {blocks:.2f}")
-    worst, ev = max(measured, key=lambda x: (not x[0].balances(not fixed), x[0].max_wait,
-                                             x[0].r_work))
-    drawn = balance.picture(ev, picture, backend, f"{backend}, {workers} workers: the least "
-                            f"balanced run (R_work {worst.r_work:.2f}, R_finish "
-                            f"{worst.r_finish:.2f})")
-    return (f"{context}: the load was not balanced in enough runs (at least half of "
-            f"{len(runs)} must be): " + "; ".join(why) + ". Work = iterations + 2 per pixel, "
-            f"from the serial image. In the run with R_work = {worst.r_work:.2f}, R_finish = "
-            f"{worst.r_finish:.2f}:\n" + balance.describe(worst, ev) + drawn)
-
-
-def _values(values) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)

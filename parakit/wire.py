@@ -230,3 +230,20 @@ def changed_arguments(args: tuple, case: int, folder: Path) -> list[int]:
 def digest(value: Any) -> str:
     """A digest of a non-array argument (lists of paths, specs), the same in both processes."""
     return hashlib.sha256(repr(value).encode()).hexdigest()
+
+
+def changed_inputs(case: dict, i: int, jobdir: Path, results: dict) -> str:
+    """What the call changed in its inputs ('' if nothing): array arguments from the files
+    the harness reads itself, the others from the digests the runner sends back."""
+    args = tuple(case["args"])
+    changed = changed_arguments(args, i, jobdir)
+    ranks = results if case.get("everywhere") else {0: results.get(0, {})}
+    for res in ranks.values():
+        digests = res.get("arg_digests") or []
+        changed += [j for j, (arg, got) in enumerate(zip(args, digests, strict=False))
+                    if got is not None and got != digest(arg)]
+    if not changed:
+        return ""
+    j = min(changed)
+    return (f"modified its input argument {j + 1} ({type(args[j]).__name__}) in place; "
+            "work on a copy, the caller's data must stay as it was")

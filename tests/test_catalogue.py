@@ -19,7 +19,8 @@ from tests.catalogue import (
 )
 from tests.helpers import run_grader
 
-TIMEOUT = 5  # --call-timeout for these runs: hangs cost one timeout per graded function
+TIMEOUT = 5  # --call-timeout for these runs
+HANGS = 4 * TIMEOUT  # --hang-budget: entries that hang everywhere stop after four hangs
 
 
 @pytest.mark.parametrize("broken", CATALOGUE + ROBUSTNESS + TRUST + MANDELBROT + FORGERIES
@@ -28,7 +29,8 @@ TIMEOUT = 5  # --call-timeout for these runs: hangs cost one timeout per graded 
 def test_broken_submission_is_caught(tmp_path, broken: Broken):
     sub = broken.build(tmp_path)
     run = run_grader(tmp_path, "--target", str(sub), "-k", broken.keyword,
-                     "--call-timeout", str(TIMEOUT), "--workers", str(broken.workers))
+                     "--call-timeout", str(TIMEOUT), "--hang-budget", str(HANGS),
+                     "--workers", str(broken.workers))
     assert run.results, run.output[-3000:]
     expected = {name for name in run.results if any(p in name for p in broken.fails)}
     failed = run.failed()

@@ -17,6 +17,7 @@ import pytest
 
 from parakit import KIT_ROOT, backends, wire
 from parakit.controller import proctree
+from parakit.controller.grading import Grading
 from parakit.controller.jobs import run_job
 from parakit.controller.launch import Child
 from parakit.controller.runtime import Runtime, Target, child_env
@@ -165,7 +166,9 @@ def test_loading_and_errors_give_one_clear_status(tmp_path, source, status, word
 def test_timeout_dumps_stacks_then_kills_the_whole_tree(tmp_path):
     target = _package(tmp_path, """
         import subprocess, sys, time
-        def f(pool):
+        def f(hang, pool):
+            if not hang:
+                return 42
             # a grandchild in a session of its own, as MPICH ranks are: killpg would miss it
             subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
                              start_new_session=True)
@@ -173,15 +176,42 @@ def test_timeout_dumps_stacks_then_kills_the_whole_tree(tmp_path):
     """)
     rt = _runtime(target, tmp_path, timeout=3)
     start = time.monotonic()
-    outs = run_job(rt, "pool", "mod", "f", [{"args": ()}, {"args": ()}], 1)
+    outs = run_job(rt, "pool", "mod", "f", [{"args": (True,)}, {"args": (False,)}], 1)
     elapsed = time.monotonic() - start
-    assert [o.status for o in outs] == ["timeout", "timeout"]
-    assert "did not finish within 3 s" in outs[0].message
-    assert "pkg/mod.py:7 in f: pool.apply(time.sleep, (600,))" in outs[0].message
+    assert [o.status for o in outs] == ["timeout", "ok"], outs
+    assert outs[1].value == 42  # a hang costs only itself: the next case ran in a new child
+    assert "f on (True) with 1 worker did not finish within 3 s" in outs[0].message
+    assert "pkg/mod.py:9 in f: pool.apply(time.sleep, (600,))" in outs[0].message
     assert "pool worker" in outs[0].message  # the worker's stack too
-    assert "not run" in outs[1].message  # a hang costs one timeout, not one per case
     assert elapsed < 3 + 10
     assert proctree.tagged(proctree.OWNER_VAR, str(os.getpid())) == []
+
+
+def test_once_the_time_for_hangs_is_spent_a_function_that_hung_is_not_run(tmp_path):
+    target = _package(tmp_path, """
+        import time
+        def f(n):
+            if n < 3:
+                time.sleep(600)
+            return n
+        def g():
+            time.sleep(600)
+    """)
+    rt = _runtime(target, tmp_path, timeout=2)
+    rt.hangs.seconds = 3.0  # the first hang costs 2 s, the second the rest: at least 5 s
+    grading = Grading(rt)
+    outs = grading.run("plain", "mod", "f", [{"args": (n,)} for n in (3, 1, 4, 2, 5)], 1)
+    assert [o.status for o in outs] == ["ok", "timeout", "ok", "timeout", "timeout"], outs
+    assert "f on (1) with 1 worker did not finish within 2 s" in outs[1].message
+    assert "within 2 s" in outs[3].message  # never less than HANG_FLOOR... nor the timeout
+    assert rt.hangs.exhausted and outs[4].message.startswith(
+        "not run: earlier calls used up the grading's time for calls that hang (3 s in all)")
+    # names what hung, never as if this case had
+    assert "f on (1) with 1 worker did not finish within 2 s; f on (2)" in outs[4].message
+    again = grading.run("plain", "mod", "f", [{"args": (7,)}], 1)
+    assert again[0].message.startswith("not run:")  # hung before, and no time left
+    other = grading.run("plain", "mod", "g", [{"args": ()}], 1)  # never hung: it runs, briefly
+    assert other[0].status == "timeout" and "within 2 s" in other[0].message
 
 
 def test_child_stop_kills_processes_outside_the_session(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 from parakit.backends.base import Backend
 from parakit.backends.ipp_cluster import SessionCluster
 from parakit.controller import observe
+from parakit.controller.cputime import Times
 from parakit.controller.hosts import describe_left
 from parakit.controller.launch import Child
 from parakit.controller.proctree import OWNER_VAR
@@ -73,19 +74,20 @@ class EngineObserver(observe.Observer):
         super().__init__(child, jobdir)
         self.cluster = cluster
         self.engines = {proc: f"engine ({observe.describe(proc)})" for proc in cluster.engines}
-        self._start: dict[observe.Proc, float] = {}
+        self._start: dict[observe.Proc, Times] = {}
 
     def case_started(self) -> None:
         self._start = self._engine_cpu()
         observe.answer(self.jobdir / f"go-{self._ready}")  # the runner waits to call
 
-    def _engine_cpu(self) -> dict[observe.Proc, float]:
-        return self.cluster.hosts.cpu(set(self.engines))
+    def _engine_cpu(self) -> dict[observe.Proc, Times]:
+        return self.cluster.hosts.times(set(self.engines))
 
     def finish_case(self) -> observe.Seen:
         self.current.workers = dict(self.engines)
         now = self._engine_cpu()
-        self.current.cpu = {proc: now[proc] - start for proc, start in self._start.items()
-                            if proc in now}
+        spent = {proc: now[proc] - start for proc, start in self._start.items() if proc in now}
+        self.current.cpu = {proc: t.cpu for proc, t in spent.items()}
+        self.current.waited = {proc: t.waited for proc, t in spent.items()}
         self._start = {}
         return super().finish_case()

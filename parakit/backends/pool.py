@@ -9,7 +9,7 @@ import psutil
 
 from parakit.backends.base import Backend
 from parakit.controller import observe
-from parakit.controller.cputime import cpu_seconds
+from parakit.controller.cputime import times
 from parakit.controller.launch import Child
 
 
@@ -73,15 +73,15 @@ class PoolObserver(observe.Observer):
             where = observe.here(proc.pid)
             if proc.pid in own or proc.pid in self._earlier:
                 continue
-            cpu = cpu_seconds(proc)
-            if cpu is None:
+            found = times(proc)
+            if found is None:
                 continue
             if workers:
                 self.current.workers[where] = f"pool worker (pid {proc.pid})"
             if where in self.current.workers:
-                self.current.cpu[where] = cpu
+                self.current.cpu[where], self.current.waited[where] = found
             else:
-                self.current.other_cpu[where] = cpu
+                self.current.other_cpu[where] = found.cpu
 
     def finish_case(self) -> observe.Seen:
         self._earlier.update(pid for _, pid in [*self.current.workers,

@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller import observe
+from parakit.controller.cputime import Times
 from parakit.controller.hosts import Hosts
 from parakit.controller.launch import Child
 from parakit.controller.proctree import TAG_VAR
@@ -37,7 +38,7 @@ class RankObserver(observe.Observer):
         super().__init__(child, jobdir)
         self.nranks, self._scans = ranks, 0
         self.hosts = hosts or Hosts()
-        self._cpu_mark: dict[observe.Proc, float] = {}  # rank -> CPU where its window began
+        self._cpu_mark: dict[observe.Proc, Times] = {}  # rank -> its times where its window began
         self._counted: set[int] = set()  # ranks whose window has begun
 
     def poll(self, case: int) -> None:
@@ -67,9 +68,9 @@ class RankObserver(observe.Observer):
             self._counted.add(rank)
             observe.answer(self.jobdir / f"counted-{rank}")
 
-    def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, float]:
-        """CPU seconds so far of these ranks (those still there)."""
-        return self.hosts.cpu(procs)
+    def rank_cpu(self, procs: set[observe.Proc]) -> dict[observe.Proc, Times]:
+        """CPU time and waiting so far of these ranks (those still there)."""
+        return self.hosts.times(procs)
 
     def _see_ranks(self, seen: observe.Seen) -> None:
         """A process caught between the proxy's fork and its exec has no rank in its
@@ -92,8 +93,10 @@ class RankObserver(observe.Observer):
         # A rank gone before its CPU time was read (the runner waits for the grader after
         # its last result) hides its last window: the case has no CPU evidence (fails closed).
         gone = set(self._cpu_mark) - set(now)
-        self.current.cpu = {} if gone else {proc: now[proc] - mark
-                                            for proc, mark in self._cpu_mark.items()}
+        if not gone:
+            spent = {proc: now[proc] - mark for proc, mark in self._cpu_mark.items()}
+            self.current.cpu = {proc: t.cpu for proc, t in spent.items()}
+            self.current.waited = {proc: t.waited for proc, t in spent.items()}
         self._cpu_mark.update(now)
         return super().finish_case()
 

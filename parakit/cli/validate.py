@@ -66,7 +66,9 @@ def validate(outdir: Path, args: argparse.Namespace, entries=None,
     with tempfile.TemporaryDirectory(prefix="parakit-validate-") as tmp:
         runs = []
         for entry in entries:
-            extra = ["--call-timeout", "10"] if entry.slow and not args.call_timeout else []
+            # entries that hang: short calls, and four hangs at most
+            extra = ["--call-timeout", "10", "--hang-budget", "40"] \
+                if entry.slow and not args.call_timeout else []
             runs.append((entry.name, entry.build(Path(tmp)),
                          pytest_args(args, getattr(entry, "keyword", entry.exercise))
                          + extra))

@@ -1,8 +1,9 @@
 """The grader tests' entry point: graded calls and programs on any backend, cached per session.
 
 Tests that share a run (one test per matrix shape, all shapes run in one child per worker
-count) ask for the same key and get the same outcomes; a function that hung once is not run
-again in the session.
+count) ask for the same key and get the same outcomes. A call that hangs costs its timeout and
+nothing else, until the grading's time for hangs is spent (``runtime.HangBudget``); from then
+on a function or program that hung is not run again.
 """
 
 from __future__ import annotations
@@ -32,21 +33,22 @@ def run_module(rt: Runtime, module: str, ranks: int) -> Outcome:
     cmd = rt.backends["mpi"].program(f"{rt.target.package}.{module}", ranks)
     env = child_env({"PYTHONPATH": os.pathsep.join([str(rt.target.directory.parent),
                                                     child_env()["PYTHONPATH"]]),
-                     "MPIEXEC_TIMEOUT": str(int(rt.timeout + 30))})
+                     "MPIEXEC_TIMEOUT": str(int(rt.call_timeout() + 30))})
     # Unbuffered, print() writes the text and the newline separately and mpiexec may glue
     # lines of different ranks together; buffered, each flushed line is one write.
     env.pop("PYTHONUNBUFFERED")
     hand_over(jobdir, rt.run_as)
     child = Child(cmd, env, cwd=jobdir, outdir=jobdir, output_limit=rt.limits.output,
                            user=rt.run_as)
-    code = child.wait(rt.timeout)
+    timeout = rt.call_timeout()
+    code = child.wait(timeout)
     child.stop()
     rt.backends["mpi"].sweep(child)  # what is left of it on other hosts
     stdout = read_job_file(jobdir / "stdout.txt")
     shown = f"mpiexec -n {ranks} python -m {rt.target.package}.{module}"
     if code is None:
-        return Outcome(TIMEOUT, f"`{shown}` did not finish within {rt.timeout:g} s",
-                       details=child.output("stderr"))
+        return Outcome(TIMEOUT, f"`{shown}` did not finish within {timeout:g} s",
+                       details=child.output("stderr"), seconds=timeout)
     if code != 0:
         err = child.output("stderr")
         stub = diagnose.stub_in_traceback(err, rt.target)
@@ -80,7 +82,7 @@ class Grading:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self._cache: dict[tuple, list[Outcome]] = {}
-        self._hung: dict[tuple, str] = {}  # (backend, module, function) -> what hung
+        self._hung: set[tuple] = set()  # (backend, module, function) or ("program", module)
 
     def run(self, backend: str, module: str, function: str,
             cases: list[dict] | Callable[[int], list[dict]], workers: int,
@@ -96,9 +98,8 @@ class Grading:
         full_key = self._key(backend, module, function, workers, key, extra)
         if key is not None and full_key in self._cache:
             return self._cache[full_key]
-        hung = self._hung.get((backend, module, function))
-        if hung:  # one hang per function per session: the next would most likely hang too
-            return [Outcome(TIMEOUT, f"not run: {hung}") for _ in cases_at(workers)]
+        if (backend, module, function) in self._hung and self.rt.hangs.exhausted:
+            return [Outcome(TIMEOUT, self.rt.hangs.why_not_run()) for _ in cases_at(workers)]
         known = source.verdict(self.rt.target.directory / f"{module}.py",
                                f"{self.rt.target.display}/{module}.py", function)
         if known:  # missing, unparsable or a stub: nothing to start
@@ -111,7 +112,8 @@ class Grading:
                            **extra)
         for n, batch in zip(counts, batches, strict=True):
             mine, outcomes = outcomes[:len(batch)], outcomes[len(batch):]
-            mine = self._after_hang(backend, module, function, n, mine)
+            if any(o.status == TIMEOUT for o in mine):
+                self._hung.add((backend, module, function))
             if key is not None:
                 self._cache[self._key(backend, module, function, n, key, extra)] = mine
             if n == workers:
@@ -122,34 +124,20 @@ class Grading:
     def _key(backend: str, module: str, function: str, workers: int, key, extra: dict) -> tuple:
         return (backend, module, function, workers, key, tuple(sorted(extra.items())))
 
-    def _after_hang(self, backend: str, module: str, function: str, workers: int,
-                    outcomes: list[Outcome]) -> list[Outcome]:
-        """Note the first hang of a function; the cases of worker counts after it (one child
-        ran them all) say which count hung, as runs after a hang do."""
-        hung = self._hung.get((backend, module, function))
-        if hung:
-            return [Outcome(TIMEOUT, f"not run: {hung}") for _ in outcomes]
-        timeouts = [o for o in outcomes if o.status == TIMEOUT and not o.message.startswith("not")]
-        if timeouts:
-            self._hung[(backend, module, function)] = (
-                f"{function} hung with {workers} workers earlier in this run "
-                f"({timeouts[0].message.splitlines()[0]})")
-        return outcomes
-
     def run_module(self, module: str, ranks: int) -> Outcome:
         """The target's module run as a program under mpiexec (cached)."""
         key = ("program", module, ranks)
         if key not in self._cache:
-            hung = self._hung.get(("program", module))
             unavailable = self.rt.backends["mpi"].unavailable
             if unavailable:
                 self._cache[key] = [Outcome(CRASHED, unavailable)]
-            elif hung:  # as for functions: one hang per program and session
-                self._cache[key] = [Outcome(TIMEOUT, f"not run: {hung}")]
+            elif ("program", module) in self._hung and self.rt.hangs.exhausted:
+                self._cache[key] = [Outcome(TIMEOUT, self.rt.hangs.why_not_run())]
             else:
                 outcome = run_module(self.rt, module, ranks)
                 if outcome.status == TIMEOUT:
-                    self._hung[("program", module)] = (f"it hung with {ranks} processes earlier "
-                                                       f"in this run ({outcome.message})")
+                    self._hung.add(("program", module))
+                    self.rt.hangs.charge(outcome.seconds or 0.0, f"{module}.py with {ranks} "
+                                                                 "processes")
                 self._cache[key] = [outcome]
         return self._cache[key][0]

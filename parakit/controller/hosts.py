@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller import proctree
-from parakit.controller.cputime import cpu_seconds
+from parakit.controller.cputime import Times, times
 from parakit.controller.probe import MARK
 from parakit.controller.proctree import HOST
 
@@ -241,9 +241,9 @@ class Hosts:
                     self._self_names[host] = host
         return dict(self._self_names)
 
-    def cpu(self, procs: set[tuple[str, int]]) -> dict[tuple[str, int], float]:
-        """CPU seconds so far of processes given as (host, pid), those still there: this
-        machine's from its process table, other hosts' through their probe."""
+    def times(self, procs: set[tuple[str, int]]) -> dict[tuple[str, int], Times]:
+        """CPU time and waiting so far (``cputime.Times``) of processes given as (host, pid),
+        those still there: this machine's from its process table, other hosts' by probe."""
         by_host: dict[str, list[int]] = {}
         for host, pid in procs:
             by_host.setdefault(host, []).append(pid)
@@ -252,17 +252,18 @@ class Hosts:
             if host == HOST:
                 for pid in pids:
                     try:
-                        seconds = cpu_seconds(psutil.Process(pid))
+                        found = times(psutil.Process(pid))
                     except psutil.Error:
-                        seconds = None
-                    if seconds is not None:
-                        out[(host, pid)] = seconds
+                        found = None
+                    if found is not None:
+                        out[(host, pid)] = found
                 continue
             try:
                 _, answer = self.probe(self.address(host), "cpu", *map(str, pids))
             except HostsError:
                 continue
-            out.update({(host, int(pid)): float(t) for pid, t in dict(answer).items()})
+            out.update({(host, int(pid)): Times(*map(float, t))
+                        for pid, t in dict(answer).items()})
         return out
 
     def address(self, name: str) -> str:

@@ -5,7 +5,8 @@ child (``parakit.worker.grade``), launched by its backend, so that the start-up 
 a pool, a cluster connection) is paid once, yet every case keeps its own verdict: the job
 watches the result files appear, gives each case its own timeout, and when a case hangs or
 crashes the child, it records that case's failure, kills the whole process tree, and starts a
-new child for the cases after it.
+new child for the cases after it (after a hang, while the grading's time for hangs lasts:
+``runtime.HangBudget``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from parakit.backends.base import Backend, BackendError
 from parakit.controller import diagnose, observe, proctree
 from parakit.controller.launch import Child
 from parakit.controller.outcome import CRASHED, FINAL, TIMEOUT, Outcome
-from parakit.controller.runtime import MPICH_IDLE, Runtime, child_env, hand_over
+from parakit.controller.runtime import MPICH_IDLE, Runtime, child_env, describe_args, hand_over
 from parakit.worker import ERROR, LEAKED, LIMIT, OK, RUNNER_ABORT
 from problems import trace
 
@@ -57,11 +58,19 @@ class Job:
             if last.status in FINAL:  # the same for every case: do not restart
                 outcomes.extend(Outcome(last.status, last.message, details=last.details)
                                 for _ in range(rest))
-            elif last.status == TIMEOUT:  # a hang costs one timeout per job, not one per case
-                first_line = last.message.splitlines()[0]
-                outcomes.extend(Outcome(TIMEOUT, f"not run: {first_line} on an earlier case "
-                                        "of the same run") for _ in range(rest))
+            elif last.status == TIMEOUT:  # a hang costs itself: the rest runs in a new child
+                self.rt.hangs.charge(last.seconds or 0.0, self.describe(len(outcomes) - 1))
+                if self.rt.hangs.exhausted:  # ... while the grading's time for hangs lasts
+                    outcomes.extend(Outcome(TIMEOUT, self.rt.hangs.why_not_run())
+                                    for _ in range(rest))
         return outcomes
+
+    def describe(self, i: int) -> str:
+        """Case ``i`` in words: ``f on (a 3x5 array, a 5x2 array) with 2 workers``."""
+        case = self.cases[i]
+        n = case.get("workers", self.workers)
+        return (f"{self.spec['function']} on ({describe_args(case['args'])}) with {n} "
+                f"worker{'s' if n != 1 else ''}")
 
     def _run_child(self, first: int) -> list[Outcome]:
         """Run cases ``first...`` in one child until they finish or one of them fails hard."""
@@ -82,7 +91,8 @@ class Job:
                                output_limit=self.rt.limits.output, user=self.rt.run_as)
         watch = self.backend.observer(child, jobdir, self.workers)
         outcomes: list[Outcome] = []
-        deadline = time.monotonic() + self.rt.timeout
+        timeout = self.rt.call_timeout()
+        deadline = time.monotonic() + timeout
         case_start = time.monotonic()
         while len(outcomes) < len(cases):
             watch.poll(len(outcomes))
@@ -95,7 +105,8 @@ class Job:
                 if self.mpi and done.status == ERROR:
                     done = self._aborted_elsewhere(child, done)
                 outcomes.append(done)
-                deadline = time.monotonic() + self.rt.timeout
+                timeout = self.rt.call_timeout()
+                deadline = time.monotonic() + timeout
                 case_start = time.monotonic()
                 if not done.ok and (done.status in FINAL or self.mpi):
                     break  # an MPI job aborts after a failed case; a final failure repeats
@@ -111,7 +122,8 @@ class Job:
                 # other hosts first: the local dump then waits for every process's stack
                 self.backend.dump_stacks(child)
                 child.dump_stacks(also=self.backend.engines)
-                outcomes.append(self._timed_out(child, jobdir, len(outcomes)))
+                outcomes.append(self._timed_out(child, jobdir, len(outcomes), timeout,
+                                                first + len(outcomes)))
                 break
             time.sleep(_POLL)
         observe.answer(jobdir / "released")  # MPI ranks wait for it after their last result
@@ -161,7 +173,7 @@ class Job:
             else:
                 message = f"{self.spec['function']} raised {bad['message']}{where}"
             return Outcome(bad["status"], message, records=records, details=details)
-        changed = self._changed_inputs(case, i, jobdir, results)
+        changed = wire.changed_inputs(case, i, jobdir, results)
         if changed:
             return Outcome(ERROR, f"{self.spec['function']} {changed}", records=records)
         over = self.rt.results.take(_size_of(jobdir, i))  # once per case: it ends here
@@ -194,22 +206,6 @@ class Job:
         return Outcome(CRASHED, message, records=failed.records,
                        details=diagnose.output_section(child), seen=failed.seen)
 
-    def _changed_inputs(self, case: dict, i: int, jobdir: Path, results: dict) -> str:
-        """What the call changed in its inputs ('' if nothing): array arguments from the files
-        the harness reads itself, the others from the digests the runner sends back."""
-        args = tuple(case["args"])
-        changed = wire.changed_arguments(args, i, jobdir)
-        ranks = results if case.get("everywhere") else {0: results.get(0, {})}
-        for res in ranks.values():
-            digests = res.get("arg_digests") or []
-            changed += [j for j, (arg, got) in enumerate(zip(args, digests, strict=False))
-                        if got is not None and got != wire.digest(arg)]
-        if not changed:
-            return ""
-        j = min(changed)
-        return (f"modified its input argument {j + 1} ({type(args[j]).__name__}) in place; "
-                "work on a copy, the caller's data must stay as it was")
-
     def _leftovers(self, child: Child, seen: observe.Seen) -> list[str]:
         """Processes the graded code started and left running ("pid cmdline"), found from
         outside: the child's tree, new descendants of the grader (orphans come back here, see
@@ -240,13 +236,14 @@ class Job:
         return Outcome(CRASHED, msg, records=trace.read(jobdir / f"trace-{i}"),
                        details=diagnose.output_section(child))
 
-    def _timed_out(self, child: Child, jobdir: Path, i: int) -> Outcome:
+    def _timed_out(self, child: Child, jobdir: Path, i: int, timeout: float,
+                   case: int) -> Outcome:
         stacks = diagnose.read_stacks(jobdir, self.rt.target)
-        msg = f"{self.spec['function']} did not finish within {self.rt.timeout:g} s (timeout)"
+        msg = f"{self.describe(case)} did not finish within {timeout:g} s (timeout)"
         if stacks:
             msg += "\nwhere each process was when it was stopped:\n" + stacks
         return Outcome(TIMEOUT, msg, records=trace.read(jobdir / f"trace-{i}"),
-                       details=diagnose.output_section(child))
+                       details=diagnose.output_section(child), seconds=timeout)
 
 
 def _size_of(jobdir: Path, i: int) -> int:

@@ -53,6 +53,7 @@ class Seen:
     call_cpu: float | None = None  # the same from the runner's ready-{i} mark: the call alone
     ranks: dict[int, Proc] = field(default_factory=dict)  # MPI: rank -> process, from outside
     other_cpu: dict[Proc, float] = field(default_factory=dict)  # processes of the graded code's
+    waited: dict[Proc, float] = field(default_factory=dict)  # worker -> seconds kept off a CPU
 
 
 def answer(path: Path) -> None:

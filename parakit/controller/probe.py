@@ -35,7 +35,7 @@ import sys
 import psutil
 
 from parakit.controller import shm
-from parakit.controller.cputime import cpu_seconds
+from parakit.controller.cputime import cpu_seconds, times
 
 
 def _tagged(var: str, value: str) -> list[psutil.Process]:
@@ -106,15 +106,16 @@ def killpids(pids: list[int]) -> list[int]:
     return _end(procs)
 
 
-def cpu(pids: list[int]) -> dict[str, float]:
+def cpu(pids: list[int]) -> dict[str, list[float]]:
+    """[CPU seconds, seconds waiting for a CPU] of each process still there."""
     out = {}
     for pid in pids:
         try:
-            seconds = _cpu(psutil.Process(pid))
+            found = times(psutil.Process(pid))
         except psutil.Error:
-            seconds = None
-        if seconds is not None:
-            out[str(pid)] = seconds
+            found = None
+        if found is not None:
+            out[str(pid)] = list(found)
     return out
 
 

@@ -85,6 +85,67 @@ class Runtime:
     worker_counts: tuple[int, ...] = ()  # every count the session grades at (one child each
     #                                      for MPI; one child for them all for pool and ipp)
     results: ResultBudget = field(default_factory=lambda: ResultBudget())
+    hangs: HangBudget = field(default_factory=lambda: HangBudget())
+
+    def call_timeout(self) -> float:
+        """The next call's timeout (``HangBudget.timeout``)."""
+        return self.hangs.timeout(self.timeout)
+
+
+HANG_BUDGET = 150.0  # seconds one grading may lose to calls that hang (--hang-budget)
+HANG_FLOOR = 5.0  # seconds a call may always take, also once that time is spent
+
+
+@dataclass
+class HangBudget:
+    """The wall time one grading (one submission) may lose to graded calls that hang, all
+    together. While it lasts, a call that hangs costs its timeout and only itself: the cases
+    after it run in a fresh child, other worker counts and functions as usual. Once it is
+    spent, a function that hung is not run again, and every other call is stopped after
+    ``HANG_FLOOR`` seconds, so that a submission that hangs everywhere costs at most about
+    ``seconds + HANG_FLOOR`` per function, plus its normal run (docs/robustness.md)."""
+
+    seconds: float = HANG_BUDGET
+    spent: float = 0.0
+    hung: list[str] = field(default_factory=list)  # what hung, in order, and for how long
+
+    def timeout(self, call_timeout: float) -> float:
+        """The call timeout while the budget lasts, then what is left of it, never less than
+        ``HANG_FLOOR`` (nor more than the call timeout)."""
+        return min(call_timeout, max(self.seconds - self.spent, HANG_FLOOR))
+
+    def charge(self, seconds: float, what: str) -> None:
+        """A call hung for ``seconds``: ``what`` (the function, its case, its worker count)."""
+        self.spent += seconds
+        self.hung.append(f"{what} did not finish within {seconds:g} s")
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent >= self.seconds
+
+    def why_not_run(self) -> str:
+        """Why a case is not run once the budget is spent, naming what hung."""
+        shown = "; ".join(self.hung[:3]) + (f"; and {len(self.hung) - 3} more"
+                                            if len(self.hung) > 3 else "")
+        return (f"not run: earlier calls used up the grading's time for calls that hang "
+                f"({self.seconds:g} s in all): {shown}")
+
+
+def describe_args(args: tuple) -> str:
+    """A call's arguments in a few words, for messages: arrays by shape, specs by size."""
+    parts = []
+    for a in args:
+        if hasattr(a, "shape"):
+            parts.append("a " + "x".join(map(str, a.shape)) + " array")
+        elif hasattr(a, "w") and hasattr(a, "h"):
+            parts.append(f"a {a.w}x{a.h} {type(a).__name__}")
+        elif isinstance(a, (str, bytes, list, tuple, dict)):
+            parts.append(f"a {type(a).__name__} of length {len(a)}")
+        elif isinstance(a, (int, float)):
+            parts.append(repr(a))
+        else:
+            parts.append(type(a).__name__)
+    return ", ".join(parts)
 
 
 RESULTS_BUDGET = 1 << 30  # the reference's results: under 10 MiB in a whole grading

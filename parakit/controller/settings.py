@@ -27,6 +27,9 @@ OPTIONS = {  # name: (default, help); the ini key is "grader_" + name with dashe
                           "with the same modules as student/ (default: student)"),
     "workers": ("4", "largest process count for the parallel runs (default: 4)"),
     "call-timeout": ("30", "seconds a graded call may run before it is stopped (default: 30)"),
+    "hang-budget": ("150", "seconds one grading may lose to calls that hang, in all: a hang "
+                           "costs only itself until they are spent; then a function that hung "
+                           "is not run again and other calls stop after 5 s (default: 150)"),
     "mpiexec": ("", "MPI launch command, e.g. 'mpirun --oversubscribe' (default: the mpiexec "
                     "next to python or on PATH, with the flags its MPI needs)"),
     "ipp-connect": ("", "client connection file of a running ipyparallel cluster (from "
@@ -68,6 +71,7 @@ class Settings:
     target: Target
     workers: int
     call_timeout: float
+    hang_budget: float
     mpiexec: str
     ipp_connect: str
     limits: Limits
@@ -151,6 +155,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
     return Settings(**_report_settings(config), target=resolved,
                     workers=_workers(config),
                     call_timeout=_number(config, "call-timeout", float, 1),
+                    hang_budget=_number(config, "hang-budget", float, 0),
                     mpiexec=option(config, "mpiexec")[0],
                     ipp_connect=option(config, "ipp-connect")[0],
                     limits=Limits(memory=_size(config, "memory-limit"),
