@@ -122,7 +122,9 @@ def main() -> None:
             fixed = sum(balance.fixed_split(b) for b in batches)
             row = {c: [getattr(m, attr) for m in runs] for c, attr in COLUMNS.items()}
             row.update(computing=[m.computing for m in runs], passing=passing, fixed=fixed,
-                       batches=len(batches))
+                       batches=len(batches), timed=[m.timed for m in runs],
+                       balances=[m.balances(not balance.fixed_split(b))
+                                 for b in batches for m in b])
             found[name] = row
             print(f"{name:<28} " + " ".join(f"{_spread(row[c]):>17}" for c in COLUMNS)
                   + f" {min(row['computing']):>4}-{max(row['computing'])}    "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from parakit.controller import balance
+from parakit.controller.cputime import available_cpus
 from parakit.controller.evidence import Evidence
 from problems.mandelbrot import GRADING, chunk_costs, imbalance, row_work
 
@@ -22,7 +23,8 @@ def message(measured: list[tuple[balance.Measures, Evidence]], workers: int,
     fixed = balance.fixed_split(runs)
     timed = [m for m in runs if m.timed and m.enough_workers]
     why += _by_the_clock(timed, len(runs), fixed, workers)
-    why += _by_the_split([m for m in runs if not m.timed and m.enough_workers], len(runs), fixed)
+    why += _by_the_split([m for m in runs if not m.timed and m.enough_workers], len(runs), fixed,
+                         workers)
     worst, ev = max(measured, key=lambda x: (not x[0].balances(not fixed), x[0].max_wait,
                                              x[0].r_work))
     drawn = balance.picture(ev, picture, backend, f"{backend}, {workers} workers: the least "
@@ -34,16 +36,19 @@ def message(measured: list[tuple[balance.Measures, Evidence]], workers: int,
             f"{worst.r_finish:.2f}:\n" + balance.describe(worst, ev) + drawn)
 
 
-def _by_the_split(runs: list[balance.Measures], total: int, fixed: bool) -> list[str]:
+def _by_the_split(runs: list[balance.Measures], total: int, fixed: bool,
+                  workers: int) -> list[str]:
     """Why runs judged by their split (rule 3' of ``controller.balance``) did not balance."""
     bad = [m for m in runs if not m.balances(not fixed)]
     if not bad:
         return []
     crowded = _span([m.crowded * 100 for m in bad], "{:.0f}")
+    _, cpus = available_cpus()
     why = [f"in {len(bad)} of {total} runs the CPUs were too crowded for the clock to show "
            f"the schedule (the workers waited for a CPU {crowded}% of the time they wanted "
-           f"one; at most {balance.CROWDED_MAX:.0%} to judge by time: more workers than "
-           "CPUs, a CPU quota or other load), so how the rows were split decides: the work "
+           f"one; at most {balance.CROWDED_MAX:.0%} to judge by time: {workers} workers on "
+           f"{cpus}, and whatever else ran beside them), so how the rows were split decides: "
+           "the work "
            f"was uneven (R_work = max/mean of per-worker work {_span([m.r_work for m in bad])},"
            f" at most {balance.WORK_MAX})"]
     if fixed:

@@ -6,6 +6,7 @@ tells a schedule the code chose from one the machine imposed."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import psutil
@@ -61,3 +62,56 @@ def _scheduled(pid: int) -> tuple[float, float]:
         except (OSError, ValueError, IndexError):
             continue
     return ran / 1e9, waited / 1e9
+
+
+def available_cpus() -> tuple[float, str]:
+    """How many CPUs this process may use, and why: the fewer of its affinity mask
+    (``taskset``, a cpuset) and its cgroup's CFS quota (v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``, v2 ``cpu.max``; the smallest on the way up the hierarchy, as the
+    kernel applies them all). Other load is not in it: the run-queue delay (``Times.waited``)
+    measures that, per process, while it runs."""
+    try:
+        cpus: float = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = float(os.cpu_count() or 1)
+    why = f"the {cpus:g} CPU(s) of its affinity mask"
+    quota = _cfs_quota()
+    if quota is not None and quota < cpus:
+        cpus, why = quota, f"a CPU quota of {quota:g} CPU (cgroup CFS)"
+    return cpus, why
+
+
+def _cfs_quota() -> float | None:
+    """The smallest CFS quota, in CPUs, of this process's cgroup and its ancestors (None:
+    none set, or no cgroup file system)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: cpu.max is "max 100000" or "50000 100000"
+            files = [(f"{d}/cpu.max", None) for d in _up("/sys/fs/cgroup", path)]
+        elif "cpu" in controllers.split(","):
+            base = "/sys/fs/cgroup/" + controllers
+            files = [(f"{d}/cpu.cfs_quota_us", f"{d}/cpu.cfs_period_us") for d in _up(base, path)]
+        else:
+            continue
+        for quota_file, period_file in files:
+            try:
+                text = Path(quota_file).read_text().split()
+                if period_file:
+                    text.append(Path(period_file).read_text().strip())
+                quota, period = int(text[0]), int(text[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if quota > 0 and period > 0:
+                found.append(quota / period)
+    return min(found, default=None)
+
+
+def _up(base: str, path: str) -> list[str]:
+    """The cgroup folder of ``path`` under ``base`` and those of its ancestors."""
+    parts = [p for p in path.split("/") if p]
+    return [os.path.join(base, *parts[:n]) for n in range(len(parts), -1, -1)]
