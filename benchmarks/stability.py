@@ -70,7 +70,7 @@ def run_condition(condition: str, runs: int, entry_runs: int, work: Path) -> dic
                                                    for g in gradings),
            "lost": dict(lost), "seconds": [round(g.seconds, 1) for g in gradings],
            "peak_mib": max((g.peak_bytes or 0) >> 20 for g in gradings) or None, "entries": {}}
-    built = [(e, e.build(work / "entries")) for e in entries()]
+    built = [(e, e.build(work / f"entries-{condition}")) for e in entries()]
     for _ in range(entry_runs):
         if condition == "jobs-2":
             graded = conditions.grade(condition, [t for _, t in built],

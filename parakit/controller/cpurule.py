@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from threadpoolctl import threadpool_limits
 
@@ -49,6 +49,10 @@ class CpuTally:
       case's work): a caller or rank 0 doing the others' work, or workers burning CPU without
       rows.
 
+    And per run, **each worker as its claims**: how far the workers' CPU times depart from
+    their claims beyond what they have in common; it fails when more than half of the judged
+    runs depart (records rewritten to name other workers than those that computed).
+
     A run whose workers the grader could not see at all (a pool ended before the grader saw
     it, no rank found) has no evidence, and fails: closed, not open.
     """
@@ -60,8 +64,8 @@ class CpuTally:
     blind: int = 0  # runs whose workers the grader never saw
     worst_missing: tuple[float, str] = (0.0, "")  # (seconds, "who: measured vs claimed")
     worst_unclaimed: tuple[float, str] = (0.0, "")
-    disagree: float = 0.0  # CPU seconds by which workers depart from their claims, beyond
-    claimed: float = 0.0  # ... what they have in common; the claims' cost, where judged
+    departures: list[float] = field(default_factory=list)  # per judged run: how far the
+    #        workers depart from their claims beyond what they have in common, over the claims
     worst_disagree: tuple[float, str] = (0.0, "")
     judge: tuple[str, ...] = ("unclaimed", "missing", "agree")  # the rules that decide
 
@@ -103,18 +107,20 @@ class CpuTally:
     def _agreement(self, claims: dict, measured: dict, evidence: Evidence) -> None:
         """How far the CPU time of each process that claims work departs from its claims,
         beyond what they all have in common (the cost of running a call): records that say
-        each worker did an even share while the CPU says blocks (records rewritten)."""
+        each worker did an even share while the CPU says blocks (records rewritten). Judged
+        per run, where the claims cost at least ``AGREE_MIN``: a few milliseconds of an
+        engine's housekeeping would be a large share of a tiny run's work."""
         offsets = {proc: measured.get(proc, 0.0) - cost for proc, cost in claims.items()
                    if cost > 0}
-        if len(offsets) < 2:
+        claimed = sum(claims[proc] for proc in offsets)
+        if len(offsets) < 2 or claimed < AGREE_MIN:
             return
         common = statistics.median(offsets.values())
+        self.departures.append(sum(abs(o - common) for o in offsets.values()) / claimed)
         for proc, offset in offsets.items():
-            self.disagree += abs(offset - common)
             self.worst_disagree = max(self.worst_disagree, (abs(offset - common), (
                 f"{evidence.label(proc)} used {measured.get(proc, 0.0) * 1e3:.0f} ms of CPU "
                 f"time for work of {claims[proc] * 1e3:.0f} ms")))
-        self.claimed += sum(claims[proc] for proc in offsets)
 
     def verdict(self) -> str:
         """'' or the sentence that says the work did not run where its records say."""
@@ -138,13 +144,14 @@ class CpuTally:
             return (f"{seen}, processes claimed {self.missing:.2f} s more work than they had "
                     f"CPU time for, e.g. {self.worst_missing[1]}: the work did not run in "
                     "the workers the trace names")
-        if "agree" in self.judge and self.claimed >= SERIAL_MIN and \
-                self.disagree > DISAGREE_MAX * self.claimed:
+        apart = [d for d in self.departures if d > DISAGREE_MAX]
+        if "agree" in self.judge and len(apart) * 2 > len(self.departures):
             return (f"{seen}, the workers' CPU times do not follow the work their trace claims: "
-                    f"they depart from it by {self.disagree:.2f} s for {self.claimed:.2f} s of "
-                    f"work, e.g. {self.worst_disagree[1]}, unlike the others: the trace does "
-                    "not say which worker did which rows (records written or rewritten for "
-                    "other workers than those that computed)")
+                    f"in {len(apart)} of {len(self.departures)} runs they depart from it by "
+                    f"more than {DISAGREE_MAX:.0%} of the work (up to {max(apart):.0%}), e.g. "
+                    f"{self.worst_disagree[1]}, unlike the others: the trace does not say which "
+                    "worker did which rows (records written or rewritten for other workers "
+                    "than those that computed)")
         return ""
 
 
@@ -162,5 +169,8 @@ UNCLAIMED_MAX = 0.15  # of the serial CPU of all runs
 MISSING_MAX = 0.1
 # Each worker's departure from its claims beyond the common offset, summed, against the
 # claims' cost: the references 0.003-0.19 a run (median 0.03-0.08) on the 150x100 spec; row
-# blocks whose records claim cyclic rows 0.48-0.54 a run at P=3 and 4.
+# blocks whose records claim cyclic rows 0.48-0.54 a run at P=3 and 4. More than half of the
+# judged runs must depart: one engine's 30 ms of housekeeping in one run (seen once in 30
+# idle gradings, issue 26) does not decide.
 DISAGREE_MAX = 0.3
+AGREE_MIN = 0.02  # seconds of claimed work in a run below which its departure is not judged
