@@ -35,7 +35,7 @@ ENTRIES = ("pool_balanced_is_chunked", "mpi_balanced_hands_out_blocks",
            "ipp_balanced_barrier", "mpi_balanced_blocks_claimed_cyclic",
            "pool_balanced_blocks_claimed_cyclic", "mpi_balanced_cyclic",
            "mpi_balanced_computing_master", "pool_balanced_closes_and_joins")
-ENTRY_TESTS = ["-k", "mandelbrot and balanced"]
+ENTRY_TESTS = ["-k", "mandelbrot and balanced", "--workers", "2"]  # as tests/test_catalogue
 
 
 def entries() -> list[catalogue.Broken]:

@@ -99,8 +99,9 @@ class CpuTally:
             self.worst_missing = max(self.worst_missing, (short, who))
             self.worst_unclaimed = max(self.worst_unclaimed, (over, who))
         # the root's reduce is not work it claims: it is left out of the comparison
-        self._agreement({p: c for p, c in claims.items() if not (reduce and p == root)},
-                        measured, evidence)
+        if backend in AGREE_BACKENDS:
+            self._agreement({p: c for p, c in claims.items() if not (reduce and p == root)},
+                            measured, evidence)
         self.serial += serial
         self.runs += 1
 
@@ -174,3 +175,7 @@ MISSING_MAX = 0.1
 # idle gradings, issue 26) does not decide.
 DISAGREE_MAX = 0.3
 AGREE_MIN = 0.02  # seconds of claimed work in a run below which its departure is not judged
+# Not ipyparallel: an engine's CPU per task (messages, serialisation, its kernel's threads)
+# varies by more than that: the reference's load-balanced view departs 30-41% in 3 of 5 runs
+# at P=4 on the grading spec (idle, issue 26), as far as rewritten records would.
+AGREE_BACKENDS = ("mpi", "pool")
