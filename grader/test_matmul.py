@@ -9,6 +9,8 @@ All shapes of one backend and process count run in one child (``Grading`` caches
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import pytest
 
 from parakit.controller import observe
@@ -42,8 +44,34 @@ def outcomes(grading, backend: str, workers: int, pairs: dict = PAIRS,
     per key, cached). The hidden tests pass their own pairs and key: their child runs after
     the visible one, so a hidden shape that hangs costs the visible tests nothing."""
     cases = [{"args": pair} for pair in pairs.values()]
-    return dict(zip(pairs, grading.run(backend, "matmul", f"matmul_{backend}", cases, workers,
-                                       key=key), strict=True))
+    found = dict(zip(pairs, grading.run(backend, "matmul", f"matmul_{backend}", cases, workers,
+                                        key=key), strict=True))
+    large = found.get("large")
+    if pairs is PAIRS and large is not None and large.ok and large.values:
+        _check_large(backend, workers, large)
+    return found
+
+
+# The large product's verdict at each (backend, workers), checked when it arrives: its value
+# (16 MiB a run, 12 runs) is not kept, so that a grading fits in 768 MiB (Gradescope).
+_LARGE_VERDICTS: dict[tuple[str, int], str] = {}
+
+
+def _check_large(backend: str, workers: int, outcome) -> None:
+    A, B = PAIRS["large"]
+    context = f"matmul_{backend} with {workers} workers, A {A.shape[0]}x{A.shape[1]}"
+    try:
+        require_product(outcome.value, _large_product(), context, workers)
+        _LARGE_VERDICTS[(backend, workers)] = ""
+    except pytest.fail.Exception as exc:
+        _LARGE_VERDICTS[(backend, workers)] = str(exc)
+    outcome.values.clear()
+
+
+@lru_cache(maxsize=1)
+def _large_product():
+    A, B = PAIRS["large"]
+    return A @ B
 
 
 def check_shape(grading, settings, pictures, backend: str, shape: str, pairs: dict = PAIRS,
@@ -69,7 +97,7 @@ def test_matmul(grading, settings, pictures, backend, shape):
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matmul_parallel(grading, settings, pictures, backend):
+def test_matmul_parallel(grading, settings, backend):
     """From the trace, bound to A and B: every row of A multiplied once through multiply(), in
     several workers, none in the calling process (by its trace and by its CPU time)."""
     workers = settings.workers
@@ -77,8 +105,8 @@ def test_matmul_parallel(grading, settings, pictures, backend):
     outcome = outcomes(grading, backend, workers)["large"]
     context = f"matmul_{backend} with {workers} workers, A {A.shape[0]}x{A.shape[1]}"
     require_ok(outcome, context)
-    require_product(outcome.value, A @ B, context, workers,
-                    pictures / picture_name(f"matmul_{backend}", workers, "large"))
+    if _LARGE_VERDICTS.get((backend, workers)):
+        fail(_LARGE_VERDICTS[(backend, workers)])
     ev = sort_records(outcome, KERNEL, backend, matmul_binding(A, B))
     rejected = f" ({ev.rejections()})" if ev.rejected else ""
     if not ev.valid:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -69,7 +71,10 @@ def _cgroup_version() -> int | None:
 
 class HalfCpu:
     """A cgroup of half a CPU and 768 MiB: ``join`` (in the child, before exec) puts the
-    calling process in it; ``peak`` is the most memory it used; ``remove`` when it is empty."""
+    calling process in it; ``sample`` notes the memory its processes hold (anonymous and
+    shared: the page cache, also counted against the limit, is given back under pressure),
+    ``peak`` the most sampled; ``remove`` ends what is left in it (processes of the run it
+    held, orphaned if the kernel's OOM killer ended their parent) and removes it."""
 
     def __init__(self) -> None:
         self.name = f"parakit-{uuid.uuid4().hex[:8]}"
@@ -87,19 +92,30 @@ class HalfCpu:
             self.dirs[0].mkdir()
             (self.dirs[0] / "cpu.max").write_text(f"{QUOTA_US} {PERIOD_US}")
             (self.dirs[0] / "memory.max").write_text(str(MEMORY))
+        self.most = 0
 
     def join(self) -> None:
         for d in self.dirs:
             (d / "cgroup.procs").write_text(str(os.getpid()))
 
-    def peak(self) -> int | None:
-        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+    def sample(self) -> None:
+        keys = ("total_rss", "total_shmem") if self.version == 1 else ("anon", "shmem")
         try:
-            return int((self.dirs[-1] / name).read_text())
+            stat = dict(line.split() for line in (self.dirs[-1] / "memory.stat")
+                        .read_text().splitlines())
         except (OSError, ValueError):
-            return None
+            return
+        self.most = max(self.most, sum(int(stat.get(k, 0)) for k in keys))
+
+    def peak(self) -> int | None:
+        return self.most or None
 
     def remove(self) -> None:
+        for pid in (self.dirs[0] / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
         for d in self.dirs:
             for _ in range(50):  # the last processes may take a moment to leave
                 try:
@@ -141,13 +157,32 @@ def run_under(condition: str, cmd: list[str],
     start = time.monotonic()
     try:
         with _busy(2 if condition == "busy" else 0):
-            done = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True, timeout=timeout,
-                                  preexec_fn=cgroup.join if cgroup else None, check=False)
+            proc = subprocess.Popen(cmd, cwd=KIT, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True,
+                                    preexec_fn=cgroup.join if cgroup else None)
+            output = _communicate(proc, timeout, cgroup)
         peak = cgroup.peak() if cgroup else None
     finally:
         if cgroup:
             cgroup.remove()
-    return done.stdout + done.stderr, time.monotonic() - start, peak
+    return output, time.monotonic() - start, peak
+
+
+def _communicate(proc: subprocess.Popen, timeout: float, cgroup: HalfCpu | None) -> str:
+    """The process's output once it ends; meanwhile the cgroup's memory, 5 times a second."""
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    chunks: list[str] = []
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if cgroup:
+            cgroup.sample()
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    reader.join()
+    return "".join(chunks)
 
 
 def grade(condition: str, targets: list[Path], out: Path, pytest_args: list[str]) -> list[Graded]:

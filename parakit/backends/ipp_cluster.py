@@ -110,8 +110,11 @@ class SessionCluster:
         self.say(f"ipyparallel: starting a cluster of {self.n} engines{on} ...")
         where = {"engine_launcher_class": "ssh", "controller_ip": "*"} \
             if self.hosts.several else {}
+        # --nodb: the hub keeps no task results (its default in-memory database kept every
+        # result, 300 MB by the end of a grading: Gradescope's container has 768 MB in all)
         cluster = ipp.Cluster(n=self.n, profile_dir=str(ipython_dir / "profile_parakit"),
-                              config=config, shutdown_atexit=True, log_level=50, **where)
+                              config=config, shutdown_atexit=True, log_level=50,
+                              controller_args=["--nodb"], **where)
         self._cluster = cluster
         atexit.register(self.stop)
         try:

@@ -12,6 +12,7 @@ new child for the cases after it (after a hang, while the grading's time for han
 from __future__ import annotations
 
 import pickle
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -139,6 +140,9 @@ class Job:
         note = child.note_truncation()
         if note and outcomes:
             outcomes[-1].details = (outcomes[-1].details + "\n" + note).strip()
+        # Everything is read: the arguments and results of a large case would stay in the
+        # session's folder (memory, where /tmp is a tmpfs, as in the sandbox) until its end.
+        shutil.rmtree(jobdir, ignore_errors=True)
         return outcomes
 
     def _collect(self, jobdir: Path, i: int, case: dict, child: Child) -> Outcome | None:
