@@ -49,9 +49,9 @@ class CpuTally:
       case's work): a caller or rank 0 doing the others' work, or workers burning CPU without
       rows.
 
-    And per run, **each worker as its claims**: how far the workers' CPU times depart from
-    their claims beyond what they have in common; it fails when more than half of the judged
-    runs depart (records rewritten to name other workers than those that computed).
+    And **each worker as its claims**: how far the workers' CPU times depart from their claims
+    beyond what they have in common, over the runs (``departed``): records rewritten to name
+    other workers than those that computed.
 
     A run whose workers the grader could not see at all (a pool ended before the grader saw
     it, no rank found) has no evidence, and fails: closed, not open.
@@ -64,8 +64,8 @@ class CpuTally:
     blind: int = 0  # runs whose workers the grader never saw
     worst_missing: tuple[float, str] = (0.0, "")  # (seconds, "who: measured vs claimed")
     worst_unclaimed: tuple[float, str] = (0.0, "")
-    departures: list[float] = field(default_factory=list)  # per judged run: how far the
-    #        workers depart from their claims beyond what they have in common, over the claims
+    departures: list[tuple[float, float]] = field(default_factory=list)  # per judged run:
+    #        (seconds the workers depart from their claims beyond what they share, claims)
     worst_disagree: tuple[float, str] = (0.0, "")
     judge: tuple[str, ...] = ("unclaimed", "missing", "agree")  # the rules that decide
 
@@ -117,11 +117,21 @@ class CpuTally:
         if len(offsets) < 2 or claimed < AGREE_MIN:
             return
         common = statistics.median(offsets.values())
-        self.departures.append(sum(abs(o - common) for o in offsets.values()) / claimed)
+        self.departures.append((sum(abs(o - common) for o in offsets.values()), claimed))
         for proc, offset in offsets.items():
             self.worst_disagree = max(self.worst_disagree, (abs(offset - common), (
                 f"{evidence.label(proc)} used {measured.get(proc, 0.0) * 1e3:.0f} ms of CPU "
                 f"time for work of {claims[proc] * 1e3:.0f} ms")))
+
+    def departed(self) -> float:
+        """The workers' departure from their claims over the judged runs, as a share of the
+        claims, the most departing run left out when there are three or more: one worker's
+        burst of housekeeping in one run does not decide, rewritten records depart in all."""
+        runs = sorted(self.departures, key=lambda d: d[0] / d[1])
+        if len(runs) >= 3:
+            runs = runs[:-1]
+        claimed = sum(c for _, c in runs)
+        return sum(d for d, _ in runs) / claimed if claimed else 0.0
 
     def verdict(self) -> str:
         """'' or the sentence that says the work did not run where its records say."""
@@ -145,11 +155,11 @@ class CpuTally:
             return (f"{seen}, processes claimed {self.missing:.2f} s more work than they had "
                     f"CPU time for, e.g. {self.worst_missing[1]}: the work did not run in "
                     "the workers the trace names")
-        apart = [d for d in self.departures if d > DISAGREE_MAX]
-        if "agree" in self.judge and len(apart) * 2 > len(self.departures):
+        departed = self.departed()
+        if "agree" in self.judge and departed > DISAGREE_MAX:
             return (f"{seen}, the workers' CPU times do not follow the work their trace claims: "
-                    f"in {len(apart)} of {len(self.departures)} runs they depart from it by "
-                    f"more than {DISAGREE_MAX:.0%} of the work (up to {max(apart):.0%}), e.g. "
+                    f"they depart from it by {departed:.0%} of the work over "
+                    f"{len(self.departures)} runs (the most departing one left out), e.g. "
                     f"{self.worst_disagree[1]}, unlike the others: the trace does not say which "
                     "worker did which rows (records written or rewritten for other workers "
                     "than those that computed)")
@@ -170,9 +180,10 @@ UNCLAIMED_MAX = 0.15  # of the serial CPU of all runs
 MISSING_MAX = 0.1
 # Each worker's departure from its claims beyond the common offset, summed, against the
 # claims' cost: the references 0.003-0.19 a run (median 0.03-0.08) on the 150x100 spec; row
-# blocks whose records claim cyclic rows 0.48-0.54 a run at P=3 and 4. More than half of the
-# judged runs must depart: one engine's 30 ms of housekeeping in one run (seen once in 30
-# idle gradings, issue 26) does not decide.
+# blocks whose records claim cyclic rows 0.48-0.54 a run at P=3 and 4 idle, 0.3-0.5 under
+# load. Summed over the judged runs, the most departing one left out: one engine's 30 ms of
+# housekeeping in one run (seen once in 30 idle gradings, issue 26) does not decide, and a
+# majority of runs would have let the cheat through under load (2 of 5 above 30%, seen in CI).
 DISAGREE_MAX = 0.3
 AGREE_MIN = 0.02  # seconds of claimed work in a run below which its departure is not judged
 # Not ipyparallel: an engine's CPU per task (messages, serialisation, its kernel's threads)
