@@ -34,6 +34,19 @@ def times(proc: psutil.Process) -> Times | None:
     return Times(max(own.user + own.system, ran), waited)
 
 
+def times_of(pids: list[int]) -> dict[int, Times]:
+    """``times`` of each of these processes of this machine that is still there."""
+    out = {}
+    for pid in pids:
+        try:
+            found = times(psutil.Process(pid))
+        except psutil.Error:
+            found = None
+        if found is not None:
+            out[pid] = found
+    return out
+
+
 def cpu_seconds(proc: psutil.Process) -> float | None:
     """User plus system CPU seconds of a process so far (None once it is gone).
 

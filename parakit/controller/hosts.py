@@ -25,10 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from parakit.controller import proctree
-from parakit.controller.cputime import Times, times
+from parakit.controller.cputime import Times, times_of
 from parakit.controller.probe import MARK
 from parakit.controller.proctree import HOST
 
@@ -250,13 +248,7 @@ class Hosts:
         out = {}
         for host, pids in by_host.items():
             if host == HOST:
-                for pid in pids:
-                    try:
-                        found = times(psutil.Process(pid))
-                    except psutil.Error:
-                        found = None
-                    if found is not None:
-                        out[(host, pid)] = found
+                out.update({(host, pid): found for pid, found in times_of(pids).items()})
                 continue
             try:
                 _, answer = self.probe(self.address(host), "cpu", *map(str, pids))

@@ -35,7 +35,7 @@ import sys
 import psutil
 
 from parakit.controller import shm
-from parakit.controller.cputime import cpu_seconds, times
+from parakit.controller.cputime import cpu_seconds, times_of
 
 
 def _tagged(var: str, value: str) -> list[psutil.Process]:
@@ -108,15 +108,7 @@ def killpids(pids: list[int]) -> list[int]:
 
 def cpu(pids: list[int]) -> dict[str, list[float]]:
     """[CPU seconds, seconds waiting for a CPU] of each process still there."""
-    out = {}
-    for pid in pids:
-        try:
-            found = times(psutil.Process(pid))
-        except psutil.Error:
-            found = None
-        if found is not None:
-            out[str(pid)] = list(found)
-    return out
+    return {str(pid): list(found) for pid, found in times_of(pids).items()}
 
 
 def send(signum: int, var: str, value: str, pids: list[int]) -> list[int]:
