@@ -31,7 +31,8 @@ from tests import catalogue, conditions  # noqa: E402
 
 # static or fake-balanced: must fail their balance test everywhere; correct: must pass
 ENTRIES = ("pool_balanced_is_chunked", "mpi_balanced_hands_out_blocks",
-           "mpi_balanced_jittered_blocks", "mpi_balanced_barrier", "pool_balanced_barrier",
+           "mpi_balanced_jittered_blocks", "mpi_balanced_jittered_blocks_in_pieces",
+           "mpi_balanced_barrier", "pool_balanced_barrier",
            "ipp_balanced_barrier", "mpi_balanced_blocks_claimed_cyclic",
            "pool_balanced_blocks_claimed_cyclic", "mpi_balanced_cyclic",
            "mpi_balanced_computing_master", "pool_balanced_closes_and_joins")
