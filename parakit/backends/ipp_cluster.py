@@ -51,11 +51,13 @@ class SessionCluster:
         self.start_seconds: float | None = None
         self.engines: list[observe.Proc] = []  # the engines we started (none: a user's cluster)
         self.needs_restart = False
+        self._user_used = False  # a user's cluster was handed to a job: untraced at stop
 
     # -- lifecycle ---------------------------------------------------------------------
     def connection_file(self) -> str:
         """The client connection file; starts (or restarts) the cluster when needed."""
         if self.user_file:
+            self._user_used = True
             return self._user_connection()
         if self.needs_restart:
             self.stop()
@@ -172,6 +174,8 @@ class SessionCluster:
         self._ready = False
         if client is not None:
             client.close()
+        if self._user_used:
+            self._untrace_user_engines()
         if cluster is None:
             return
         spared, self._spared = self._spared, []
@@ -188,6 +192,21 @@ class SessionCluster:
         if self.hosts.several:
             self.hosts.probe_all("kill", proctree.OWNER_VAR, str(os.getpid()))
             self.hosts.probe_all("shm", str(self._began))  # and what the engines left there
+
+    def _untrace_user_engines(self) -> None:
+        """Tracing off on every engine of the user's cluster, which outlives the grading.
+        The runner does it too, but a child that is ended right after its last result may not
+        get there; here nothing graded runs any more. An engine still stuck is left alone."""
+        self._user_used = False
+        from parakit.worker.contexts import engine_untrace
+
+        try:
+            import ipyparallel as ipp
+
+            with ipp.Client(self._user_connection(), timeout=10) as client:
+                client[:].apply_async(engine_untrace).get(timeout=10)
+        except Exception:  # noqa: BLE001  (a cluster gone or stuck: nothing more to do)
+            pass
 
     def _engines_on_hosts(self, config, env: dict) -> None:
         """ipyparallel's SSH launcher: the engines spread over the hosts as MPI ranks would
