@@ -32,7 +32,8 @@ UNITS = 400.0
 
 
 def _tally(worker_cpu: list[float], caller_cpu: float = 0.005, runs: int = 4,
-           backend: str = "pool", seen_workers: bool = True) -> CpuTally:
+           backend: str = "pool", seen_workers: bool = True,
+           waited: list[float] | None = None) -> CpuTally:
     tally = CpuTally()
     for _ in range(runs):
         records = [Record("k", [w], 100.0, pid, host, 0.0, 1.0, 0.0)
@@ -40,7 +41,8 @@ def _tally(worker_cpu: list[float], caller_cpu: float = 0.005, runs: int = 4,
         ev = Evidence(valid=records, caller=CALLER,
                       workers={p: f"worker {p[1]}" for p in WORKERS} if seen_workers else {})
         seen = Seen(workers=dict(ev.workers), caller_cpu=caller_cpu,
-                    cpu=dict(zip(WORKERS, worker_cpu, strict=True)) if seen_workers else {})
+                    cpu=dict(zip(WORKERS, worker_cpu, strict=True)) if seen_workers else {},
+                    waited=dict(zip(WORKERS, waited or [0.0] * 4, strict=True)))
         outcome = Outcome(OK, pids={0: CALLER}, records=records, seen=seen)
         tally.add(outcome, ev, SERIAL, UNITS, backend)
     return tally
@@ -66,6 +68,18 @@ def test_a_worker_burning_without_rows_fails():
     assert tally.verdict() == ""
     burning = _tally([0.1, 0.1, 0.1, 0.4])  # claims a quarter, uses four quarters' CPU
     assert "beyond the work their trace claims" in burning.verdict()
+
+
+def test_waiting_stretched_by_a_cpu_quota_is_allowed_for_but_not_the_others_work():
+    # At half a CPU, every MPI rank waits: its CPU time waiting grows with the wait (a rank
+    # that claims 18 ms of work used 45 ms with 0.53 s kept off a CPU, measured).
+    stretched = [0.17] * 4  # 70 ms beyond each claim of 100 ms, in every run
+    assert "beyond the work" in _tally(stretched, backend="mpi").verdict()
+    assert _tally(stretched, backend="mpi", waited=[0.5] * 4).verdict() == ""
+    # Rank 0 doing the others' work at half a CPU waits about as long as it runs: still fails.
+    verdict = _tally([0.4, 0.002, 0.002, 0.002], backend="mpi",
+                     waited=[0.4, 0.5, 0.5, 0.5]).verdict()
+    assert "beyond the work their trace claims" in verdict or "more work than" in verdict
 
 
 def test_a_run_whose_workers_were_never_seen_fails_closed():
