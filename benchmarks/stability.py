@@ -40,9 +40,7 @@ ENTRY_TESTS = ["-k", "mandelbrot and balanced", "--workers", "2"]  # as tests/te
 
 
 def entries() -> list[catalogue.Broken]:
-    everything = (catalogue.CATALOGUE + catalogue.ROBUSTNESS + catalogue.TRUST
-                  + catalogue.MANDELBROT + catalogue.FORGERIES + catalogue.DIAGNOSES)
-    by_name = {b.name: b for b in everything}
+    by_name = {b.name: b for b in catalogue.everything()}
     return [by_name[name] for name in ENTRIES]
 
 

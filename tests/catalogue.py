@@ -1062,3 +1062,8 @@ DIAGNOSES: list[Broken] = [
          "        print(greeting(MPI.COMM_WORLD), flush=True)\n")]},
            ("test_hello_program[P2]",), "every rank greeted 2 times", select="test_hello_program"),
 ]
+
+
+def everything() -> list[Broken]:
+    """Every entry of every part of the catalogue."""
+    return CATALOGUE + ROBUSTNESS + TRUST + MANDELBROT + FORGERIES + DIAGNOSES

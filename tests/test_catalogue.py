@@ -8,24 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.catalogue import (
-    CATALOGUE,
-    DIAGNOSES,
-    FORGERIES,
-    MANDELBROT,
-    ROBUSTNESS,
-    TRUST,
-    Broken,
-)
+from tests.catalogue import Broken, everything
 from tests.helpers import run_grader
 
 TIMEOUT = 5  # --call-timeout for these runs
 HANGS = 4 * TIMEOUT  # --hang-budget: entries that hang everywhere stop after four hangs
 
 
-@pytest.mark.parametrize("broken", CATALOGUE + ROBUSTNESS + TRUST + MANDELBROT + FORGERIES
-                         + DIAGNOSES,
-                         ids=lambda b: b.name)
+@pytest.mark.parametrize("broken", everything(), ids=lambda b: b.name)
 def test_broken_submission_is_caught(tmp_path, broken: Broken):
     sub = broken.build(tmp_path)
     run = run_grader(tmp_path, "--target", str(sub), "-k", broken.keyword,

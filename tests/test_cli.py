@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from parakit import cli
-from parakit.cli.grade import grade_one
+from parakit.classroom.submission import grade_one
 from parakit.cli.validate import validate
 from parakit.controller import proctree
 from tests.catalogue import Broken

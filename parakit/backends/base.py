@@ -26,6 +26,7 @@ class Backend:
 
     name = "plain"
     launcher_levels = 0  # generations below the started child that are the launcher's own
+    schedules = False  # whether its launcher is the batch system's (srun): its variables kept
 
     @property
     def unavailable(self) -> str:

@@ -106,6 +106,12 @@ class Mpi(Backend):
         return "" if self.launcher else self._error
 
     @property
+    def schedules(self) -> bool:
+        """A launcher other than MPICH's or Open MPI's mpiexec (``--mpiexec "srun
+        --mpi=pmi2"``) starts the ranks in the allocation it finds in its environment."""
+        return bool(self.launcher) and self.kind == ""
+
+    @property
     def launcher_levels(self) -> int:
         """mpiexec's proxies, then the ranks; with several hosts everything below mpiexec is
         the remote shell's (judged on the hosts themselves, ``leftovers``)."""

@@ -153,7 +153,7 @@ class Runner:
         (jobdir / "job.json").write_text(json.dumps(job))
         command = backend.command(["-m", "parakit.worker.bench", str(jobdir / "job.json")],
                                   workers)
-        child = Child(command, child_env(), KIT_ROOT, jobdir)
+        child = Child(command, child_env(scheduler=backend.schedules), KIT_ROOT, jobdir)
         try:
             code = child.wait(self.plan.timeout)
         finally:

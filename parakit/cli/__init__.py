@@ -6,8 +6,9 @@
   zero, every graded test fails for at least one broken submission of ``tests/catalogue.py``.
 - ``parakit bench [PROBLEM...]``: times the serial baseline and every backend over worker
   counts and sizes; tables, JSON and plots (``parakit.bench``).
-- ``parakit grade SUBMISSION...``: grades many submissions, a few at once, each in its own
-  ``pytest`` process with a time limit, and writes a gradebook (CSV) plus each one's reports.
+- ``parakit grade SUBMISSION...``: grades a class, a few at once on this machine or as one job
+  array on a Slurm cluster (``--slurm``), each submission in its own ``pytest`` process with a
+  time limit, and writes a gradebook (CSV) plus each one's reports.
 
 Each grading is a separate ``pytest grader --target ...`` run in a new session; a run that
 crashes or overruns its limit has its whole process tree killed and becomes a visible zero with
@@ -22,29 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from parakit import bench
-from parakit.cli.grade import (
-    grade_many,
-    gradings_contained,
-    jobs_count,
-    names,
-    pytest_args,
-    write_gradebook,
-)
+from parakit.cli.grade import add_grade_options, cmd_grade, gradings_contained
 from parakit.cli.release import release
 from parakit.cli.validate import validate
-
-
-@gradings_contained
-def cmd_grade(args: argparse.Namespace) -> int:
-    missing = [p for p in args.submissions if not Path(p).is_dir()]
-    for p in missing:
-        print(f"{p}: no such directory (graded as zero)", file=sys.stderr)
-    graded = grade_many(names(args.submissions), Path(args.out), pytest_args(args),
-                        jobs_count(args.jobs), args.timeout, sandboxed=not args.no_sandbox)
-    book = write_gradebook(Path(args.out) / "gradebook.csv", graded)
-    print(book.read_text(), end="")
-    print(f"gradebook: {book}", file=sys.stderr)
-    return 0
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -108,15 +89,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these catalogue entries")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("grade", help="grade submission directories, write a gradebook")
-    p.add_argument("submissions", nargs="+", type=Path,
+    p.add_argument("submissions", nargs="*", type=Path,
                    help="directories: a copy of student/, or a repository holding student/")
     _grading_options(p)
-    p.add_argument("--out", default="grader-results", help="gradebook and reports (default: "
-                                                           "grader-results)")
-    p.add_argument("--no-sandbox", action="store_true",
-                   help="grade without a sandbox per submission (bubblewrap; by default one "
-                        "wherever the machine allows it: docs/robustness.md)")
-    p.set_defaults(func=cmd_grade)
+    add_grade_options(p)
+    p.set_defaults(func=gradings_contained(cmd_grade))
     p = sub.add_parser("bench", help="time serial and parallel versions: speedup, scaling, "
                        "plots", description=bench.__doc__.split("\n\n")[0])
     bench.add_arguments(p)

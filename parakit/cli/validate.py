@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from parakit import KIT_ROOT as KIT
-from parakit.cli.grade import NOT_IMPLEMENTED, Graded, grade_one, jobs_count, pytest_args
+from parakit.classroom.submission import NOT_IMPLEMENTED, Graded, grade_one
+from parakit.cli.grade import jobs_count, pytest_args
 
 CATALOGUE = KIT / "tests" / "catalogue.py"
 

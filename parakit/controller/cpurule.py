@@ -126,11 +126,12 @@ class CpuTally:
 
     def departed(self) -> float:
         """The workers' departure from their claims over the judged runs, as a share of the
-        claims, the most departing run left out when there are three or more: one worker's
-        burst of housekeeping in one run does not decide, rewritten records depart in all."""
-        runs = sorted(self.departures, key=lambda d: d[0] / d[1])
-        if len(runs) >= 3:
-            runs = runs[:-1]
+        claims, the most departing run left out: one worker's burst of housekeeping in one run
+        does not decide, rewritten records depart in all. Fewer than ``AGREE_RUNS`` judged
+        runs do not decide at all (0)."""
+        if len(self.departures) < AGREE_RUNS:
+            return 0.0
+        runs = sorted(self.departures, key=lambda d: d[0] / d[1])[:-1]
         claimed = sum(c for _, c in runs)
         return sum(d for d, _ in runs) / claimed if claimed else 0.0
 
@@ -194,6 +195,9 @@ MISSING_MAX = 0.1
 # majority of runs would have let the cheat through under load (2 of 5 above 30%, seen in CI).
 DISAGREE_MAX = 0.3
 AGREE_MIN = 0.02  # seconds of claimed work in a run below which its departure is not judged
+# Judged over three runs at least: at half a CPU the trace test's small spec left one judged
+# run of six, whose one burst (a rank's 53 ms for 39 ms claimed) would have decided alone.
+AGREE_RUNS = 3
 # Not ipyparallel: an engine's CPU per task (messages, serialisation, its kernel's threads)
 # varies by more than that: the reference's load-balanced view departs 30-41% in 3 of 5 runs
 # at P=4 on the grading spec (idle, issue 26), as far as rewritten records would.

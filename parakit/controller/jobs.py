@@ -86,7 +86,8 @@ class Job:
         hand_over(jobdir, self.rt.run_as)
         # TMPDIR: the graded code's temporary files go with the job folder
         env = child_env({"MPIEXEC_TIMEOUT": str(int(self.rt.timeout * len(cases) + 30)),
-                         "TMPDIR": str(jobdir), **MPICH_IDLE})  # waiting ranks sleep
+                         "TMPDIR": str(jobdir), **MPICH_IDLE},  # waiting ranks sleep
+                        scheduler=self.backend.schedules)
         command = self.backend.command(["-m", RUNNER, str(jobdir)], self.workers)
         child = Child(command, env, cwd=jobdir, outdir=jobdir,
                                output_limit=self.rt.limits.output, user=self.rt.run_as)

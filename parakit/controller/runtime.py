@@ -206,9 +206,18 @@ MPICH_IDLE = {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1",
               "MPIR_CVAR_ENABLE_HEAVY_YIELD": "1"}
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of every graded child: one BLAS/OpenMP thread, unbuffered, headless."""
-    env = dict(os.environ)
+SCHEDULER_VARS = ("SLURM_", "SLURMD_", "PMI_", "PMIX_")  # a batch system's, for its launchers
+
+
+def child_env(extra: dict[str, str] | None = None, scheduler: bool = False) -> dict[str, str]:
+    """The environment of every graded child: one BLAS/OpenMP thread, unbuffered, headless;
+    a batch system's variables only with ``scheduler`` (its own launcher starts the ranks)."""
+    # Inside a Slurm job (a class graded as an array, salloc), MPICH's mpiexec would start the
+    # ranks through srun, as steps outside the grader's process tree where neither the CPU
+    # rule nor the leftover check can see them: the graded child does not know it is in one.
+    # Other hosts of an allocation are used through --hosts, as any others.
+    env = {k: v for k, v in os.environ.items()
+           if scheduler or not k.startswith(SCHEDULER_VARS)}
     pythonpath = [str(KIT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env.update({
         "PYTHONPATH": os.pathsep.join(pythonpath),

@@ -1,0 +1,165 @@
+"""A class graded on a real Slurm (Debian's packages, started on this machine by
+``tests/slurm_cluster.py``: three slurmd "nodes"): the gradebook equals grading one by one, a
+task the cluster ends is told apart from a submission that fails, Ctrl-C cancels the array and
+``--resume`` grades only the rest, bad input is refused before anything is submitted, and
+nothing is left: no process, no job, no shared memory.
+
+In CI a Slurm that cannot be started fails these tests; elsewhere they are skipped with the
+reason (``python tests/slurm_cluster.py install`` installs it, as root).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from parakit.controller import shm
+from tests import catalogue, slurm_cluster
+from tests.helpers import KIT
+
+pytestmark = pytest.mark.slurm
+# A class of each kind of outcome: full marks, stubs, a hang, a crash, a leak.
+ENTRIES = ("matmul_mpi_deadlock", "mpi_segfault", "pool_leaks_and_patches_checks")
+GRADING = ["-k", "matmul", "--workers", "2", "--call-timeout", "10"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    why = slurm_cluster.unavailable()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Slurm tests: {why}")
+        pytest.skip(why)
+    began = time.time()
+    cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), nodes=3, cpus=2)
+    cluster.start()
+    try:
+        yield cluster
+        assert not cluster.jobs()
+    finally:
+        daemons = [p.pid for p in cluster.procs]
+        cluster.stop()
+    assert not [pid for pid in daemons if psutil.pid_exists(pid)]
+    assert not slurm_cluster.remains(cluster.root)  # no job step, no graded process
+    assert not shm.leaked(began)
+
+
+@pytest.fixture(scope="module")
+def klass(tmp_path_factory) -> list[Path]:
+    """The submissions: the reference, the stubs and the catalogue's hang, crash and leak."""
+    parent = tmp_path_factory.mktemp("class")
+    entries = {e.name: e for e in catalogue.everything()}
+    return [KIT / "reference", KIT / "student", *(entries[n].build(parent) for n in ENTRIES)]
+
+
+def parakit(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "parakit.cli", *args], cwd=KIT,
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+def gradebook(out: Path) -> dict[str, tuple]:
+    """Each submission's points per exercise, total and failed tests (not its seconds)."""
+    with open(out / "gradebook.csv") as f:
+        return {row["submission"]: (row["matmul"], row["total"], row["failed"])
+                for row in csv.DictReader(f)}
+
+
+@pytest.mark.long(90)
+def test_a_class_as_a_job_array_gets_the_gradebook_of_one_by_one(slurm, klass, tmp_path):
+    array = parakit("grade", *map(str, klass), "--slurm", "--out", str(tmp_path / "array"),
+                    "--partition", "debug", "--time", "10",
+                    *(f"--pytest-arg={a}" for a in GRADING), env=slurm.env)
+    assert array.returncode == 0, array.stderr[-3000:]
+    assert "submitted 5 task(s) as Slurm job array" in array.stderr
+    assert "0 pending, 0 running, 5 done, 0 failed" in array.stderr
+    alone = parakit("grade", *map(str, klass), "--jobs", "1", "--out", str(tmp_path / "alone"),
+                    *(f"--pytest-arg={a}" for a in GRADING))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    book = gradebook(tmp_path / "array")
+    assert book == gradebook(tmp_path / "alone")
+    assert book["reference"][2] == "0" and book["student"][1] == "0"
+    assert all(book[n][2] != "0" for n in ENTRIES), book
+    # the tasks ran on the cluster's nodes, each report in the submission's own folder
+    logs = list((tmp_path / "array" / ".slurm").glob("*_log.out"))
+    assert len(logs) == 5
+    for name in ("reference", *ENTRIES):
+        assert (tmp_path / "array" / name / "junit.xml").exists()
+    assert not slurm.jobs()
+
+
+@pytest.mark.long(60)
+def test_a_task_the_cluster_ends_is_not_the_students_zero_and_resume_grades_it(
+        slurm, klass, tmp_path):
+    out = tmp_path / "out"
+    hang = klass[2]  # matmul_mpi_deadlock: its task runs long enough to be ended
+    run = subprocess.Popen([sys.executable, "-m", "parakit.cli", "grade", str(klass[0]),
+                            str(hang), "--slurm", "--out", str(out), "--time", "10",
+                            *(f"--pytest-arg={a}" for a in GRADING)], cwd=KIT,
+                           env={**os.environ, **slurm.env}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    task = ""
+    while time.monotonic() < deadline and not task:  # the hanging one's task, once running
+        running = slurm.client(["squeue", "-h", "-t", "R", "-o", "%i %K"]).stdout.split("\n")
+        task = next((line.split()[0] for line in running if line.endswith(" 1")), "")
+        time.sleep(0.3)
+    assert task, "the task never ran"
+    slurm.client(["scancel", task])  # as a node failure or a preemption would end it
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr[-3000:]
+    book = {row["submission"]: row for row in csv.DictReader(open(out / "gradebook.csv"))}
+    assert book["reference"]["errors"] == ""
+    error = book[hang.name]["errors"]
+    assert "not graded: its Slurm task" in error and "was ended by Slurm (CANCELLED)" in error
+    assert f"parakit grade --resume {out}" in error
+    # --resume grades only what did not finish, with the settings it had
+    again = parakit("grade", "--resume", str(out), env=slurm.env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 of 2 graded, 1 to go" in again.stderr
+    assert "submitted 1 task(s)" in again.stderr
+    book = {row["submission"]: row for row in csv.DictReader(open(out / "gradebook.csv"))}
+    assert book[hang.name]["errors"] == "" and book[hang.name]["failed"] != "0"
+    assert book["reference"]["failed"] == "0"
+
+
+@pytest.mark.long(30)
+def test_ctrl_c_cancels_the_array(slurm, klass, tmp_path):
+    run = subprocess.Popen([sys.executable, "-m", "parakit.cli", "grade", *map(str, klass),
+                            "--slurm", "--out", str(tmp_path / "out"), "--max-running", "1",
+                            *(f"--pytest-arg={a}" for a in GRADING)], cwd=KIT,
+                           env={**os.environ, **slurm.env}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not slurm.jobs():
+        time.sleep(0.2)
+    assert slurm.jobs(), "nothing was submitted"
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "cancelled job array" in stderr and "--resume" in stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and slurm.jobs():
+        time.sleep(0.3)
+    assert not slurm.jobs(), slurm.jobs()
+
+
+def test_bad_input_is_refused_before_anything_is_submitted(slurm, tmp_path):
+    run = parakit("grade", str(KIT / "reference"), "--slurm", "--partition", "nowhere",
+                  "--out", str(tmp_path / "out"), env=slurm.env)
+    assert run.returncode == 2
+    assert "--partition nowhere: no such partition (this cluster has: debug" in run.stderr
+    assert not slurm.jobs()
+    no_slurm = parakit("grade", str(KIT / "reference"), "--slurm", "--out", str(tmp_path / "o"),
+                       env={"PATH": os.path.dirname(sys.executable)})
+    assert no_slurm.returncode == 2 and "sbatch not found" in no_slurm.stderr
+    resume = parakit("grade", "--resume", str(tmp_path / "never"))
+    assert resume.returncode == 2 and "no class graded there" in resume.stderr
