@@ -13,7 +13,7 @@ split, not its clock), the
 largest piece handed out (share of a worker's fair share), the late share (work begun by
 others after a worker's last piece), the number of workers that computed, how many batches
 of REPEATS runs the rule
-(``parakit.controller.balance.balanced``) accepts, and in how many every run split the rows
+(``parakit.controller.verdicts.balance.balanced``) accepts, and in how many every run split the rows
 among the workers in the same way (``balance.fixed_split``: judged by work alone).
 
 Schemes: the reference's chunked and balanced functions on the three backends, the correct
@@ -36,9 +36,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from parakit import backends  # noqa: E402
-from parakit.controller import balance, evidence, proctree  # noqa: E402
-from parakit.controller.grading import Grading  # noqa: E402
-from parakit.controller.runtime import Runtime, Target  # noqa: E402
+from parakit.controller.processes import proctree
+from parakit.controller.session.grading import Grading  # noqa: E402
+from parakit.controller.session.runtime import Runtime, Target  # noqa: E402
+from parakit.controller.verdicts import balance, evidence
 from problems.mandelbrot import GRADING  # noqa: E402
 from tests import catalogue  # noqa: E402
 

@@ -1,10 +1,10 @@
 """The grader's pytest plugin: options, collection, and the session's fixtures.
 
 Points, the score table and the CI reports are ``grader.scores``. The options are declared
-and resolved once, at configure time, by ``parakit.controller.settings`` into a frozen
+and resolved once, at configure time, by ``parakit.controller.session.settings`` into a frozen
 ``Settings``; a bad value stops the run with a message that names the option. The fixtures
 hand the grader's tests the session's backends and a ``Grading``
-(``parakit.controller.grading``) that runs graded calls on them.
+(``parakit.controller.session.grading``) that runs graded calls on them.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import pytest
 
 from grader.scores import Scoreboard, ScoreReporter
 from parakit import backends
-from parakit.controller import proctree, reports, source
-from parakit.controller.grading import Grading
-from parakit.controller.runtime import HangBudget, Runtime, hand_over
-from parakit.controller.settings import (
+from parakit.controller.processes import proctree
+from parakit.controller.session import reports, source
+from parakit.controller.session.grading import Grading
+from parakit.controller.session.runtime import HangBudget, Runtime, hand_over
+from parakit.controller.session.settings import (
     Settings,
     add_options,
     check_run_as,

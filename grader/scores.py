@@ -3,7 +3,7 @@
 ``Scoreboard`` counts each graded test's points per exercise; ``ResultCollector`` keeps each
 test's message and duration; ``ScoreReporter`` is the plugin object (registered by
 ``grader.plugin``) that prints the table and writes the Gradescope and GitHub Classroom
-reports (``parakit.controller.reports``).
+reports (``parakit.controller.session.reports``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from parakit.controller import proctree, reports
-from parakit.controller.settings import Settings
+from parakit.controller.processes import proctree
+from parakit.controller.session import reports
+from parakit.controller.session.settings import Settings
 
 GRADER_DIR = Path(__file__).resolve().parent
 

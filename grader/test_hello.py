@@ -10,9 +10,9 @@ import socket
 
 import pytest
 
-from parakit.controller.checks import fail, require_ok
-from parakit.controller.observe import HOST as HERE_NAME
-from parakit.controller.outcome import Outcome
+from parakit.controller.processes.observe import HOST as HERE_NAME
+from parakit.controller.session.outcome import Outcome
+from parakit.controller.verdicts.checks import fail, require_ok
 from problems import hello
 
 LINE = re.compile(r"^Hello from (?P<host>\S+)\. (?P<rank>\d+) of (?P<size>\d+)$")

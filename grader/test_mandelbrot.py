@@ -10,7 +10,7 @@ Per backend and scheme (node ids ``test_mandelbrot...[pool-balanced]`` and so on
   trace and by the CPU time the operating system measured; a chunked version gave each worker one
   contiguous ``array_split`` block;
 - ``test_mandelbrot_balance`` (balanced only): on ``GRADING`` at P=4 over ``REPEATS`` runs
-  (``REPEATS`` more if they do not pass), the rule of ``parakit.controller.balance``: no
+  (``REPEATS`` more if they do not pass), the rule of ``parakit.controller.verdicts.balance``: no
   worker waited while others computed, and the work was even or every worker computed until the end.
   docs/mandelbrot.md has the measured distributions behind it.
 
@@ -28,17 +28,17 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from parakit.controller import balance, balance_report
-from parakit.controller.checks import fail, picture_name, require_array, require_ok
-from parakit.controller.cpurule import CpuTally, serial_cpu
-from parakit.controller.evidence import (
+from parakit.controller.processes.observe import Proc
+from parakit.controller.session.outcome import Outcome
+from parakit.controller.verdicts import balance, balance_report
+from parakit.controller.verdicts.checks import fail, picture_name, require_array, require_ok
+from parakit.controller.verdicts.cpurule import CpuTally, serial_cpu
+from parakit.controller.verdicts.evidence import (
     Evidence,
     mandelbrot_binding,
     sort_records,
 )
-from parakit.controller.mismatch import ranges
-from parakit.controller.observe import Proc
-from parakit.controller.outcome import Outcome
+from parakit.controller.verdicts.mismatch import ranges
 from problems.mandelbrot import (
     GRADING,
     Spec,

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parakit.controller.checks import fail, require_ok
-from parakit.controller.cpurule import serial_cpu
-from parakit.controller.outcome import Outcome
+from parakit.controller.session.outcome import Outcome
+from parakit.controller.verdicts.checks import fail, require_ok
+from parakit.controller.verdicts.cpurule import serial_cpu
 from problems.mandelbrot import (
     GRADING,
     Spec,

@@ -13,15 +13,15 @@ from functools import lru_cache
 
 import pytest
 
-from parakit.controller import observe
-from parakit.controller.checks import fail, picture_name, require_ok, require_product
-from parakit.controller.cpurule import CpuTally, serial_cpu
-from parakit.controller.evidence import (
+from parakit.controller.processes import observe
+from parakit.controller.verdicts.checks import fail, picture_name, require_ok, require_product
+from parakit.controller.verdicts.cpurule import CpuTally, serial_cpu
+from parakit.controller.verdicts.evidence import (
     matmul_binding,
     matmul_rows_done,
     sort_records,
 )
-from parakit.controller.mismatch import ranges
+from parakit.controller.verdicts.mismatch import ranges
 from problems.matmul import multiply, random_pair
 
 BACKENDS = ["mpi", "ipp", "pool"]

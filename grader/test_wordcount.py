@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from parakit.controller import observe
-from parakit.controller.checks import fail, require_ok
-from parakit.controller.cpurule import CpuTally, serial_cpu
-from parakit.controller.evidence import (
+from parakit.controller.processes import observe
+from parakit.controller.verdicts.checks import fail, require_ok
+from parakit.controller.verdicts.cpurule import CpuTally, serial_cpu
+from parakit.controller.verdicts.evidence import (
     graded_document,
     sort_records,
     wordcount_binding,
 )
-from parakit.controller.mismatch_counts import explain_counts
+from parakit.controller.verdicts.mismatch_counts import explain_counts
 from problems.wordcount import (
     KERNEL,
     count_file,
@@ -118,7 +118,7 @@ def _describe(name: str, paths: list[str]) -> str:
 def require_counts(value, expected: Counter, context: str,
                    documents: list[tuple[str, Counter]], workers: int) -> None:
     """Fail unless ``value`` is a mapping with exactly the expected counts, naming the cause
-    (parakit.controller.mismatch_counts)."""
+    (parakit.controller.verdicts.mismatch_counts)."""
     message = explain_counts(value, expected, documents, workers)
     if message:
         fail(f"{context}: {message}")

@@ -247,3 +247,33 @@ def changed_inputs(case: dict, i: int, jobdir: Path, results: dict) -> str:
     j = min(changed)
     return (f"modified its input argument {j + 1} ({type(args[j]).__name__}) in place; "
             "work on a copy, the caller's data must stay as it was")
+
+
+def result_bytes(jobdir: Path, i: int) -> int:
+    """Bytes of case ``i``'s result files (rank 0's value included: the others' are not read)."""
+    total = 0
+    for path in [*jobdir.glob(f"result-{i}-*.json"), jobdir / f"value-{i}-0.npy"]:
+        try:
+            total += path.lstat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def checked_record(data: dict, rank: int, host: str) -> dict:
+    """A result record with the fields the harness relies on, of the right types (``host``:
+    the writer's, where it names none)."""
+    status = data.get("status")
+    if not isinstance(status, str):
+        raise WireError("the result has no status")
+    record = {"status": status, "rank": rank,
+              "message": str(data.get("message", ""))[:20000],
+              "traceback": str(data.get("traceback", ""))[:20000],
+              "unsupported": bool(data.get("unsupported", False)),
+              "value": data.get("value"),
+              "pid": data.get("pid") if isinstance(data.get("pid"), int) else -1,
+              "host": data.get("host") if isinstance(data.get("host"), str) else host}
+    digests = data.get("arg_digests")
+    record["arg_digests"] = [d if isinstance(d, str) else None for d in digests] \
+        if isinstance(digests, list) else []
+    return record

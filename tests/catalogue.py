@@ -290,7 +290,7 @@ def _forge_probe_answers():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read()
-            if b"parakit.controller.probe" in cmd and b"serve" in cmd:
+            if b"parakit.controller.processes.probe" in cmd and b"serve" in cmd:
                 # without blocking: a probe of another grading on this machine (the kit's own
                 # tests run side by side) may be slow to read, and this task would hang
                 out = os.open(f"/proc/{pid}/fd/1", os.O_WRONLY | os.O_NONBLOCK)
@@ -945,7 +945,7 @@ FORGERIES: list[Broken] = [
 ]
 
 
-# -- diagnoses: a wrong result is traced to its cause (parakit.controller.mismatch*) ----------
+# -- diagnoses: a wrong result is traced to its cause (parakit.controller.verdicts.mismatch*) --
 _MPI_GATHER = ("    image = np.empty((spec.h, spec.w), dtype=mine.dtype) if rank == 0 else None\n"
                "    comm.Gatherv(mine, [image, counts, MPI.INT] if rank == 0 else None, root=0)\n")
 _POOL_CHUNKED_END = ("    return np.vstack(pool.starmap(compute_rows, [(spec, b) for b in blocks], "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from parakit.controller import proctree, shm
+from parakit.controller.processes import proctree, shm
 
 KIT = Path(__file__).resolve().parent.parent
 LEFTOVER_NAMES = ("mpiexec", "hydra_pmi_proxy", "ipengine", "ipcontroller")

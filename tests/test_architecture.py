@@ -55,7 +55,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             continue
         for target in targets:
             while target and target not in known and not target.startswith("tests"):
-                target = target.rpartition(".")[0]  # "parakit.controller.jobs.X" -> the module
+                target = target.rpartition(".")[0]  # "parakit.wire.X" -> the module
             if target and target != name:
                 found.add(target)
     return found
@@ -96,7 +96,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
 
 def test_the_checks_see_imports_and_cycles():
     graph = import_graph()
-    assert "parakit.controller.jobs" in graph["parakit.controller.grading"]
+    assert "parakit.controller.session.jobs" in graph["parakit.controller.session.grading"]
     assert "parakit.wire" in graph["parakit.worker.grade"]  # "from parakit import wire"
     assert "problems.trace" in graph["problems.mandelbrot"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]

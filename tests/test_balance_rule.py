@@ -1,4 +1,4 @@
-"""The Mandelbrot balance rule (``parakit.controller.balance``) on synthetic traces.
+"""The Mandelbrot balance rule (``parakit.controller.verdicts.balance``) on synthetic traces.
 
 Each run is a run at P=4 on the grading spec: per worker, a list of (rows, start, end). The
 rule must pass an even static split and a dynamic schedule whose work the OS made uneven but
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from parakit.controller import balance
-from parakit.controller.evidence import Evidence
-from parakit.controller.observe import Seen
+from parakit.controller.processes.observe import Seen
+from parakit.controller.verdicts import balance
+from parakit.controller.verdicts.evidence import Evidence
 from problems.mandelbrot import GRADING, block_rows, row_work
 from problems.trace import Record
 

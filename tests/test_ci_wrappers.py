@@ -29,7 +29,8 @@ import psutil
 import pytest
 
 from parakit import bundle, sandbox
-from parakit.controller import proctree, reports, shm
+from parakit.controller.processes import proctree, shm
+from parakit.controller.session import reports
 from tests.helpers import KIT, run_grader
 
 RUN_AUTOGRADER = KIT / "ci" / "gradescope" / "run_autograder"

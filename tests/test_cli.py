@@ -17,7 +17,7 @@ import pytest
 from parakit import cli
 from parakit.classroom.submission import grade_one
 from parakit.cli.validate import validate
-from parakit.controller import proctree
+from parakit.controller.processes import proctree
 from tests.catalogue import Broken
 from tests.helpers import KIT, make_submission
 

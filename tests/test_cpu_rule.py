@@ -1,4 +1,4 @@
-"""The CPU rule (``parakit.controller.cpurule.CpuTally``) on synthetic runs, and what makes
+"""The CPU rule (``parakit.controller.verdicts.cpurule.CpuTally``) on synthetic runs, and what makes
 waiting cheap in graded processes (``runtime.MPICH_IDLE``, ``worker.idle_cheaply``).
 
 A run is four workers that claim a quarter of the work each (100 units of 1 ms); what the
@@ -17,11 +17,11 @@ import time
 import pytest
 
 from parakit.backends.pool import PoolObserver
-from parakit.controller.cpurule import CpuTally
-from parakit.controller.evidence import Evidence
-from parakit.controller.launch import Child
-from parakit.controller.observe import HOST, Seen
-from parakit.controller.outcome import OK, Outcome
+from parakit.controller.processes.launch import Child
+from parakit.controller.processes.observe import HOST, Seen
+from parakit.controller.session.outcome import OK, Outcome
+from parakit.controller.verdicts.cpurule import CpuTally
+from parakit.controller.verdicts.evidence import Evidence
 from parakit.worker import PR_SET_TIMERSLACK, TIMER_SLACK_NS
 from problems.trace import Record
 

@@ -58,7 +58,7 @@ def test_grades_on_a_cluster_the_user_started(tmp_path):
     import sys
     import time
 
-    from parakit.controller import proctree, shm
+    from parakit.controller.processes import proctree, shm
 
     began = time.time()
     profile = tmp_path / "profile_user"

@@ -16,11 +16,11 @@ import psutil
 import pytest
 
 from parakit import KIT_ROOT, backends, wire
-from parakit.controller import proctree
-from parakit.controller.grading import Grading
-from parakit.controller.jobs import run_job
-from parakit.controller.launch import Child
-from parakit.controller.runtime import Runtime, Target, child_env
+from parakit.controller.processes import proctree
+from parakit.controller.processes.launch import Child
+from parakit.controller.session.grading import Grading
+from parakit.controller.session.jobs import run_job
+from parakit.controller.session.runtime import Runtime, Target, child_env
 from parakit.worker import grade as child
 from problems import trace
 
@@ -269,7 +269,7 @@ def test_graded_children_start_without_ucx_memory_hooks_unless_the_user_says(mon
 
 
 def test_results_beyond_the_gradings_budget_fail_the_call_not_the_grader():
-    from parakit.controller.runtime import ResultBudget
+    from parakit.controller.session.runtime import ResultBudget
 
     budget = ResultBudget(limit=100 << 20)
     assert budget.take(60 << 20) == ""
@@ -281,7 +281,7 @@ def test_results_beyond_the_gradings_budget_fail_the_call_not_the_grader():
 def test_graded_jobs_wait_cheaply_the_bench_does_not(tmp_path, monkeypatch):
     """A graded job's MPICH sleeps between empty polls, whatever the user's environment says,
     and its temporary files go to the job folder; the bench times MPI as students run it."""
-    from parakit.controller.runtime import MPICH_IDLE, child_env
+    from parakit.controller.session.runtime import MPICH_IDLE, child_env
 
     monkeypatch.setenv("MPIR_CVAR_CH4_PROGRESS_THROTTLE", "0")
     target = _package(tmp_path, """

@@ -10,11 +10,11 @@ import signal
 import psutil
 import pytest
 
-from parakit.backends.base import BackendError
 from parakit.backends.mpi import host_flags
-from parakit.controller import proctree
-from parakit.controller.hosts import Hosts, HostsError
-from parakit.controller.probe import MARK
+from parakit.controller.processes import proctree
+from parakit.controller.processes.hosts import Hosts, HostsError
+from parakit.controller.processes.probe import MARK
+from parakit.controller.session.backend import BackendError
 from tests.helpers import run_grader
 
 
@@ -110,4 +110,4 @@ def test_each_host_keeps_one_probe_that_answers_every_question(tmp_path):
         hosts.close()
     assert hosts._sessions == {}
     assert not [p for p in psutil.Process().children(recursive=True)
-                if "parakit.controller.probe" in " ".join(p.cmdline())]
+                if "parakit.controller.processes.probe" in " ".join(p.cmdline())]

@@ -1,4 +1,5 @@
-"""``parakit.controller.mismatch``: the cause a student reads when a returned array is wrong.
+"""``parakit.controller.verdicts.mismatch``: the cause a student reads when a returned array is
+wrong.
 
 Pure unit tests on small arrays: each case builds the mistake a student makes and checks the
 fragment of the message that names it (and, for the fallback, that nothing is guessed).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parakit.controller.mismatch import explain_array, ranges
+from parakit.controller.verdicts.mismatch import explain_array, ranges
 
 
 def mandelbrot(h: int = 37, w: int = 64, maxit: int = 80, shift: float = 0.0) -> np.ndarray:

@@ -1,5 +1,5 @@
 """A wrong word count is traced to its cause when the data fits one exactly, and to no cause
-otherwise (parakit.controller.mismatch_counts)."""
+otherwise (parakit.controller.verdicts.mismatch_counts)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from parakit.controller.mismatch_counts import explain_counts
+from parakit.controller.verdicts.mismatch_counts import explain_counts
 from problems.wordcount import count_text
 
 TEXTS = ["the cat sat on the mat", "The dog, the cat. A bird!", "l'été est là",

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from parakit.controller import reports
+from parakit.controller.session import reports
 from tests.helpers import make_submission, run_grader
 
 SUBSET = "hello or (matmul and (mpi or pool))"  # no ipyparallel cluster: fast

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parakit.controller import shm
+from parakit.controller.processes import shm
 
 pytestmark = pytest.mark.skipif(not shm.SHM.is_dir(), reason="no /dev/shm on this system")
 # The unmapped segments below belong to a uid nobody runs as: a grader running meanwhile (pytest

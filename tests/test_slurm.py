@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from parakit.controller import shm
+from parakit.controller.processes import shm
 from tests import catalogue, slurm_cluster
 from tests.helpers import KIT
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parakit.controller.source import any_implemented, verdict
+from parakit.controller.session.source import any_implemented, verdict
 from tests.helpers import KIT
 
 STUB = 'def f(x):\n    """Doc."""\n    raise NotImplementedError("exercise 1: f")\n'

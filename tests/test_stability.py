@@ -56,7 +56,7 @@ def test_the_grader_knows_the_cpus_it_was_given(condition: str, cpus: float):
     if why:
         pytest.skip(f"{condition}: {why}")
     output, _, _ = conditions.run_under(condition, [
-        sys.executable, "-c", "from parakit.controller.cputime import available_cpus; "
+        sys.executable, "-c", "from parakit.controller.processes.cputime import available_cpus; "
                               "print(*available_cpus(), sep='|')"], timeout=60)
     found, why = output.strip().splitlines()[-1].split("|")
     assert float(found) == cpus, output
@@ -65,7 +65,7 @@ def test_the_grader_knows_the_cpus_it_was_given(condition: str, cpus: float):
 
 WAITS = """
 import os, subprocess, sys, time, psutil
-from parakit.controller.cputime import times
+from parakit.controller.processes.cputime import times
 os.sched_setaffinity(0, {0})
 rival = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # shares the one CPU
 while times(psutil.Process(rival.pid)).cpu < 0.2:  # started, and spinning

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from parakit.backends.base import Backend, BackendError
+from parakit.backends.base import Backend
 from parakit.backends.ipp import Ipp
 from parakit.backends.ipp_cluster import SessionCluster
 from parakit.backends.mpi import Mpi
 from parakit.backends.pool import Pool
-from parakit.controller.hosts import Hosts
+from parakit.controller.processes.hosts import Hosts
+from parakit.controller.session.backend import BackendError
 
 __all__ = ["Backend", "BackendError", "session", "stop_all"]
 

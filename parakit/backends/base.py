@@ -12,12 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from parakit.controller import observe
-from parakit.controller.launch import Child
-
-
-class BackendError(RuntimeError):
-    """The backend cannot run anything (no launcher, a cluster that did not start)."""
+from parakit.controller.processes import observe
+from parakit.controller.processes.launch import Child
 
 
 class Backend:

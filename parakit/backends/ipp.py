@@ -8,11 +8,11 @@ from pathlib import Path
 
 from parakit.backends.base import Backend
 from parakit.backends.ipp_cluster import SessionCluster
-from parakit.controller import observe
-from parakit.controller.cputime import Times
-from parakit.controller.hosts import describe_left
-from parakit.controller.launch import Child
-from parakit.controller.proctree import OWNER_VAR
+from parakit.controller.processes import observe
+from parakit.controller.processes.cputime import Times
+from parakit.controller.processes.hosts import describe_left
+from parakit.controller.processes.launch import Child
+from parakit.controller.processes.proctree import OWNER_VAR
 
 
 class Ipp(Backend):

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import psutil
 
-from parakit.backends.base import BackendError
-from parakit.controller import observe, proctree, shm
-from parakit.controller.hosts import Hosts
-from parakit.controller.runtime import child_env
+from parakit.controller.processes import observe, proctree, shm
+from parakit.controller.processes.hosts import Hosts
+from parakit.controller.session.backend import BackendError
+from parakit.controller.session.runtime import child_env
 
 
 class SessionCluster:
@@ -194,9 +194,8 @@ class SessionCluster:
             self.hosts.probe_all("shm", str(self._began))  # and what the engines left there
 
     def _untrace_user_engines(self) -> None:
-        """Tracing off on every engine of the user's cluster, which outlives the grading.
-        The runner does it too, but a child that is ended right after its last result may not
-        get there; here nothing graded runs any more. An engine still stuck is left alone."""
+        """Tracing off on every engine of the user's cluster, which outlives the grading (a
+        runner ended right after its last result may not have done it); a stuck one is left."""
         self._user_used = False
         from parakit.worker.contexts import engine_untrace
 

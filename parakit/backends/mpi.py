@@ -10,12 +10,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from parakit.backends.base import Backend, BackendError
+from parakit.backends.base import Backend
 from parakit.backends.ranks import RankObserver, RemoteRankObserver, remote_leftovers
-from parakit.controller import observe
-from parakit.controller.hosts import Hosts, describe_left
-from parakit.controller.launch import Child
-from parakit.controller.proctree import OWNER_VAR, TAG_VAR
+from parakit.controller.processes import observe
+from parakit.controller.processes.hosts import Hosts, describe_left
+from parakit.controller.processes.launch import Child
+from parakit.controller.processes.proctree import OWNER_VAR, TAG_VAR
+from parakit.controller.session.backend import BackendError
 
 
 def detect_mpiexec(command: str | None = None) -> tuple[tuple[str, ...], str]:

@@ -8,9 +8,9 @@ from pathlib import Path
 import psutil
 
 from parakit.backends.base import Backend
-from parakit.controller import observe
-from parakit.controller.cputime import times
-from parakit.controller.launch import Child
+from parakit.controller.processes import observe
+from parakit.controller.processes.cputime import times
+from parakit.controller.processes.launch import Child
 
 
 class Pool(Backend):

@@ -1,6 +1,6 @@
 """Watching MPI ranks from outside: below mpiexec on this machine, or on every host of a
-cluster through the remote shell (``parakit.controller.probe``), by the tag every process of a
-run inherits (the launchers pass the environment on to the ranks)."""
+cluster through the remote shell (``parakit.controller.processes.probe``), by the tag
+every process of a run inherits (the launchers pass the environment on to the ranks)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import psutil
 
-from parakit.controller import observe
-from parakit.controller.cputime import Times
-from parakit.controller.hosts import Hosts
-from parakit.controller.launch import Child
-from parakit.controller.proctree import TAG_VAR
+from parakit.controller.processes import observe
+from parakit.controller.processes.cputime import Times
+from parakit.controller.processes.hosts import Hosts
+from parakit.controller.processes.launch import Child
+from parakit.controller.processes.proctree import TAG_VAR
 
 PROXIES = ("hydra_pmi_proxy", "orted", "prted")  # the launchers' per-host processes
 LOOK_EVERY = 0.3  # seconds between looks at remote hosts while ranks are missing

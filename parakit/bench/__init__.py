@@ -25,8 +25,8 @@ from pathlib import Path
 from parakit import KIT_ROOT, workloads
 from parakit.bench import plots, report
 from parakit.bench.runner import Plan, default_workers, fresh_jobs_folder, run
-from parakit.controller.hosts import Hosts
-from parakit.controller.runtime import Target
+from parakit.controller.processes.hosts import Hosts
+from parakit.controller.session.runtime import Target
 
 __all__ = ["Plan", "add_arguments", "main", "plan_from", "run"]
 

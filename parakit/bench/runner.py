@@ -19,9 +19,9 @@ from pathlib import Path
 
 from parakit import KIT_ROOT, backends, workloads
 from parakit.bench import report
-from parakit.controller.hosts import Hosts
-from parakit.controller.launch import Child
-from parakit.controller.runtime import Target, child_env
+from parakit.controller.processes.hosts import Hosts
+from parakit.controller.processes.launch import Child
+from parakit.controller.session.runtime import Target, child_env
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 from parakit import sandbox
 from parakit.classroom.engines import Engine, Progress, to_stderr
 from parakit.classroom.submission import Graded, grade_one
-from parakit.controller import proctree
+from parakit.controller.processes import proctree
 
 # Where the compute nodes are other machines, the folders must be on a file system they share.
 SHARED_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "cifs",

@@ -22,7 +22,8 @@ import psutil
 
 from parakit import KIT_ROOT as KIT
 from parakit import sandbox
-from parakit.controller import proctree, reports
+from parakit.controller.processes import proctree
+from parakit.controller.session import reports
 
 NOT_IMPLEMENTED = "not implemented yet"
 PICTURES = KIT / "grader-results" / "pictures"  # where pytest grader puts its pictures

@@ -16,7 +16,7 @@ from parakit.classroom.engines import Engine, Local
 from parakit.classroom.gradebook import names, write_gradebook
 from parakit.classroom.slurm import Slurm, SlurmError, SlurmOptions
 from parakit.classroom.submission import Graded
-from parakit.controller import proctree
+from parakit.controller.processes import proctree
 
 MANIFEST = "class.json"  # in --out: what was graded, how (for --resume)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from parakit import KIT_ROOT as KIT
 from parakit import bundle
-from parakit.controller import reports
+from parakit.controller.session import reports
 
 RELEASED = ["problems", "student", "grader", "parakit", "conftest.py", "pyproject.toml",
             ".gitignore"]

@@ -47,7 +47,7 @@ def stack_file(pid: int) -> str:
 
 def idle_cheaply() -> None:
     """Make waiting cost little CPU time in this process and all it starts, so that the CPU
-    time the operating system counts is work (``parakit.controller.observe``).
+    time the operating system counts is work (``parakit.controller.processes.observe``).
 
     MPICH polls while a rank waits; the controller's environment makes it sleep a microsecond
     after each empty poll (``runtime.MPICH_IDLE``). The kernel rounds such a sleep up by the
@@ -83,7 +83,7 @@ MARK_LOOK_MAX = 0.005  # seconds between looks for the controller's answer, at m
 
 
 def mark(jobdir: str | os.PathLike, name: str, wait_for: str = "", timeout: float = 10.0) -> None:
-    """Tell the controller where the run is (``parakit.controller.observe``): create
+    """Tell the controller where the run is (``parakit.controller.processes.observe``): create
     ``jobdir/name``; optionally wait (at most ``timeout`` s) for its answer ``wait_for``.
 
     The wait counts in the graded process's CPU time, so it looks less often the longer it

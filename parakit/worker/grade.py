@@ -1,6 +1,6 @@
 """The grading runner: load the target, call the graded function on each case, write results.
 
-Started by the controller (``parakit.controller.jobs``) through its backend as
+Started by the controller (``parakit.controller.session.jobs``) through its backend as
 ``python -m parakit.worker.grade JOBDIR`` (pool, ipyparallel, plain) or
 ``mpiexec -n P python -m mpi4py -m parakit.worker.grade JOBDIR`` (MPI, where ``-m mpi4py``
 turns an uncaught exception on one rank into ``MPI_Abort`` instead of a hang). It reads

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from parakit.controller import observe
+from parakit.controller.processes import observe
 from parakit.worker import IMPORT_ERROR, MISSING_FUNCTION, MISSING_MODULE, NOT_IMPLEMENTED, OK
 from problems import trace
 

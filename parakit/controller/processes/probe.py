@@ -1,8 +1,9 @@
 """What the controller asks a host about its processes, run on that host by the remote shell.
 
-``python -m parakit.controller.probe ACTION ...`` prints one JSON object after ``MARK``: the
-host's name for itself and the answer. It runs on a host of the cluster (through ``ssh HOST``),
-outside every graded process, and reads that host's process table, as ``psutil`` does here:
+``python -m parakit.controller.processes.probe ACTION ...`` prints one JSON object after
+``MARK``: the host's name for itself and the answer. It runs on a host of the cluster
+(through ``ssh HOST``), outside every graded process, and reads that host's process table,
+as ``psutil`` does here:
 
 - ``find VAR VALUE``: the processes whose environment has ``VAR=VALUE`` (the kit tags every
   process it starts, and what they start inherits it): pid, parent, name, MPI rank (the
@@ -16,12 +17,13 @@ outside every graded process, and reads that host's process table, as ``psutil``
   processes so tagged (stack dumps: a process without a handler would end);
 - ``kill VAR VALUE``: end the processes so tagged (TERM, a short wait, KILL);
 - ``shm SINCE``: remove the shared-memory files this user's processes left in the host's
-  ``/dev/shm`` since ``SINCE`` (``parakit.controller.shm``);
+  ``/dev/shm`` since ``SINCE`` (``parakit.controller.processes.shm``);
 - ``serve``: answer such requests, one JSON list per line of stdin, until it closes (one
   remote shell per host for a whole grading, instead of one per question).
 
-It imports only the standard library, psutil and ``parakit.controller.shm`` (standard library
-only): it must run before anything else of the kit on a host that merely shares the checkout.
+It imports only the standard library, psutil and ``parakit.controller.processes.shm``
+(standard library only): it must run before anything else of the kit on a host that merely
+shares the checkout.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ import sys
 
 import psutil
 
-from parakit.controller import shm
-from parakit.controller.cputime import cpu_seconds, times_of
+from parakit.controller.processes import shm
+from parakit.controller.processes.cputime import cpu_seconds, times_of
 
 
 def _tagged(var: str, value: str) -> list[psutil.Process]:

@@ -2,9 +2,9 @@
 held against the work that process's valid trace records claim (docs/grading.md).
 
 Records are written inside the graded processes; CPU time is measured from outside
-(``parakit.controller.observe``). Where they disagree, the work did not run where the records
-say: a caller or rank 0 doing the others' rows, records naming workers that did not compute,
-workers burning CPU without rows, a pool ended before the grader saw its workers.
+(``parakit.controller.processes.observe``). Where they disagree, the work did not run where
+the records say: a caller or rank 0 doing the others' rows, records naming workers that did
+not compute, workers burning CPU without rows, a pool ended before the grader saw its workers.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from threadpoolctl import threadpool_limits
 
-from parakit.controller.evidence import Evidence
-from parakit.controller.outcome import Outcome
+from parakit.controller.session.outcome import Outcome
+from parakit.controller.verdicts.evidence import Evidence
 
 # Judged only when SERIAL_MIN seconds of work were graded over the runs of a function.
 SERIAL_MIN = 0.1
@@ -38,7 +38,7 @@ class CpuTally:
     records claim, over the runs of one graded function.
 
     A record says which rows a process computed; its CPU time, measured from outside over
-    windows without gaps (``parakit.controller.observe``), says whether it did. The work a
+    windows without gaps (``parakit.controller.processes.observe``), says whether it did. The work a
     process claims costs ``serial * claimed units / all units`` seconds, the grader's own
     serial measure. Two sums decide, each against the serial CPU of all the runs:
 

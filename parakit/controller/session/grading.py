@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from parakit.controller import diagnose, source
-from parakit.controller.jobs import run_job
-from parakit.controller.launch import Child
-from parakit.controller.outcome import CRASHED, TIMEOUT, Outcome
-from parakit.controller.runtime import Runtime, child_env, hand_over, read_job_file
+from parakit.controller.processes.launch import Child
+from parakit.controller.session import source
+from parakit.controller.session.jobs import run_job
+from parakit.controller.session.outcome import CRASHED, TIMEOUT, Outcome
+from parakit.controller.session.runtime import Runtime, child_env, hand_over, read_job_file
+from parakit.controller.verdicts import diagnose
 from parakit.worker import MISSING_MODULE, NOT_IMPLEMENTED, OK
 
 ONE_CHILD_FOR_ALL_COUNTS = ("pool", "ipp")  # MPI: the launcher fixes the count per child

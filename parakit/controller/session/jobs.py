@@ -19,11 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from parakit import wire
-from parakit.backends.base import Backend, BackendError
-from parakit.controller import diagnose, observe, proctree
-from parakit.controller.launch import Child
-from parakit.controller.outcome import CRASHED, FINAL, TIMEOUT, Outcome
-from parakit.controller.runtime import MPICH_IDLE, Runtime, child_env, describe_args, hand_over
+from parakit.controller.processes import observe, proctree
+from parakit.controller.processes.launch import Child
+from parakit.controller.session.backend import Backend, BackendError
+from parakit.controller.session.outcome import CRASHED, FINAL, TIMEOUT, Outcome
+from parakit.controller.session.runtime import (
+    MPICH_IDLE,
+    Runtime,
+    child_env,
+    describe_args,
+    hand_over,
+)
+from parakit.controller.verdicts import diagnose
 from parakit.worker import ERROR, LEAKED, LIMIT, OK, RUNNER_ABORT
 from problems import trace
 
@@ -158,7 +165,8 @@ class Job:
             if f.exists():
                 try:
                     limit = wire.MAX_RESULT_BYTES if r == 0 else wire.MAX_SIDE_RESULT_BYTES
-                    results[r] = _checked_record(wire.read_json(f, limit), r)
+                    results[r] = wire.checked_record(wire.read_json(f, limit), r,
+                                                       observe.HOST)
                 except wire.WireError as exc:
                     return Outcome(ERROR, f"{self.spec['function']}: the grader cannot read "
                                           f"its result: {exc}")
@@ -181,7 +189,7 @@ class Job:
         changed = wire.changed_inputs(case, i, jobdir, results)
         if changed:
             return Outcome(ERROR, f"{self.spec['function']} {changed}", records=records)
-        over = self.rt.results.take(_size_of(jobdir, i))  # once per case: it ends here
+        over = self.rt.results.take(wire.result_bytes(jobdir, i))  # once per case: it ends here
         if over:
             return Outcome(ERROR, f"{self.spec['function']}: {over}", records=records)
         try:  # an array from a rank but 0 is never graded: not read (64 MiB a rank adds up)
@@ -251,37 +259,8 @@ class Job:
                        details=diagnose.output_section(child), seconds=timeout)
 
 
-def _size_of(jobdir: Path, i: int) -> int:
-    """Bytes of case ``i``'s result files (rank 0's value included: the others' are not read)."""
-    total = 0
-    for path in [*jobdir.glob(f"result-{i}-*.json"), jobdir / f"value-{i}-0.npy"]:
-        try:
-            total += path.lstat().st_size
-        except OSError:
-            continue
-    return total
-
-
 def _is_array(value: object) -> bool:
     return isinstance(value, dict) and value.get("kind") == "array"
-
-
-def _checked_record(data: dict, rank: int) -> dict:
-    """A result record with the fields the harness relies on, of the right types."""
-    status = data.get("status")
-    if not isinstance(status, str):
-        raise wire.WireError("the result has no status")
-    record = {"status": status, "rank": rank,
-              "message": str(data.get("message", ""))[:20000],
-              "traceback": str(data.get("traceback", ""))[:20000],
-              "unsupported": bool(data.get("unsupported", False)),
-              "value": data.get("value"),
-              "pid": data.get("pid") if isinstance(data.get("pid"), int) else -1,
-              "host": data.get("host") if isinstance(data.get("host"), str) else observe.HOST}
-    digests = data.get("arg_digests")
-    record["arg_digests"] = [d if isinstance(d, str) else None for d in digests] \
-        if isinstance(digests, list) else []
-    return record
 
 
 def run_job(rt: Runtime, backend: str, module: str, function: str, cases: list[dict],

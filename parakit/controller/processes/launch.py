@@ -1,6 +1,6 @@
 """A started process tree: a graded child (or a bench job) in a session of its own, its output
 captured to files with a size limit, waited for, and always killed with everything it started
-(``parakit.controller.proctree`` finds the whole tree)."""
+(``parakit.controller.processes.proctree`` finds the whole tree)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from parakit.controller import shm
-from parakit.controller.proctree import (
+from parakit.controller.processes import shm
+from parakit.controller.processes.proctree import (
     HOST,
     OWNER_VAR,
     PYTHON_NAMES,
@@ -177,7 +177,7 @@ class Child:
     def stop(self) -> list[psutil.Process]:
         """Kill the whole tree (TERM, short wait, KILL); return processes that needed KILL.
         Repeated while processes are left: one may fork while the others are being killed.
-        Then remove the shared-memory files the tree left (``parakit.controller.shm``)."""
+        Then remove the shared-memory files the tree left (``parakit.controller.processes.shm``)."""
         killed = []
         for _ in range(3):
             tree = self.tree()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parakit.controller.mismatch_picture import draw
+from parakit.controller.verdicts.mismatch_picture import draw
 
 RTOL = ATOL = 1e-9  # the product's tolerance (np.isclose)
 

@@ -9,13 +9,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from parakit import KIT_ROOT, wire
+from parakit.controller.session.backend import Backend
 from problems import trace
 
-if TYPE_CHECKING:
-    from parakit.backends.base import Backend
 
 @dataclass(frozen=True)
 class Target:

@@ -5,7 +5,7 @@ Given with ``--hosts node1:2,node2:2`` or ``--hostfile FILE`` (MPICH's format: `
 per line, ``#`` comments), they place MPI ranks (``mpiexec -hosts`` / ``-f``, launched over the
 remote shell) and the session's ipyparallel engines (ipyparallel's SSH engine launcher).
 What the controller observes of a remote host (its ranks, engines, CPU times) and how it
-cleans up there goes through the same remote shell, by ``parakit.controller.probe``; every
+cleans up there goes through the same remote shell, by ``parakit.controller.processes.probe``; every
 host must see the checkout, the Python and the work folder at the same paths.
 """
 
@@ -25,13 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parakit.controller import proctree
-from parakit.controller.cputime import Times, times_of
-from parakit.controller.probe import MARK
-from parakit.controller.proctree import HOST
+from parakit.controller.processes import proctree
+from parakit.controller.processes.cputime import Times, times_of
+from parakit.controller.processes.probe import MARK
+from parakit.controller.processes.proctree import HOST
 
 PROBE_TIMEOUT = 30.0  # seconds a probe of one host may take
-PROBE = [sys.executable, "-m", "parakit.controller.probe", "serve"]
+PROBE = [sys.executable, "-m", "parakit.controller.processes.probe", "serve"]
 
 
 class ProbeSession:
@@ -186,8 +186,8 @@ class Hosts:
         return [*self.remote_shell, host, "--", shlex.join(argv)]
 
     def probe(self, host: str, *args: str) -> tuple[str, object]:
-        """Ask ``parakit.controller.probe ARGS`` on ``host``: (its name for itself, answer);
-        HostsError if the host cannot be reached. The question goes to the host's probe
+        """Ask ``parakit.controller.processes.probe ARGS`` on ``host``: (its name for itself,
+        answer); HostsError if the host cannot be reached. The question goes to the host's probe
         session (:class:`ProbeSession`), started at the first question and started again once
         if it has ended."""
         for attempt in (1, 2):

@@ -1,5 +1,5 @@
 """A process's CPU time as the operating system counts it: what the grader measures from
-outside, here and (through ``parakit.controller.probe``) on other hosts; and how long the
+outside, here and (through ``parakit.controller.processes.probe``) on other hosts; and how long the
 operating system kept it from a CPU while it could have run (its run-queue delay), which
 tells a schedule the code chose from one the machine imposed."""
 

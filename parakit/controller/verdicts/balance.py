@@ -52,8 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from parakit import timeline
-from parakit.controller.evidence import Evidence
-from parakit.controller.observe import Seen
+from parakit.controller.processes.observe import Seen
+from parakit.controller.verdicts.evidence import Evidence
 from problems.mandelbrot import Spec, row_work
 
 WAIT_MAX = 0.35  # longest wait of a worker while others compute, as a share of the span

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 
 import psutil
 
-from parakit.controller import shm
+from parakit.controller.processes import shm
 
 HOST = socket.gethostname()  # this machine, as the kit's trace records and stack files name it
 TAG_VAR = "PARAKIT_TAG"  # unique per started child: finds its whole tree
@@ -216,7 +216,8 @@ def reap(keep: Iterable[int] = ()) -> None:
 def end_all(owner: str, since: float | None = None) -> None:
     """Kill every descendant of this process and every process tagged with ``owner``, and wait
     until they are gone (the end of a grading session, before reports are written); then
-    remove the shared memory they left in /dev/shm since ``since`` (``parakit.controller.shm``)."""
+    remove the shared memory they left in /dev/shm since ``since``
+    (``parakit.controller.processes.shm``)."""
     for _ in range(3):
         procs = {p.pid: p for p in psutil.Process().children(recursive=True)}
         procs.update((p.pid, p) for p in tagged(OWNER_VAR, owner))

@@ -9,9 +9,9 @@ import re
 import signal
 from pathlib import Path
 
-from parakit.controller.launch import Child
-from parakit.controller.observe import HOST
-from parakit.controller.runtime import Target, read_job_file
+from parakit.controller.processes.launch import Child
+from parakit.controller.processes.observe import HOST
+from parakit.controller.session.runtime import Target, read_job_file
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
 

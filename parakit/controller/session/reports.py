@@ -14,8 +14,8 @@ points always agree with what the run printed. JUnit XML comes from pytest's own
 This module imports nothing of pytest, so the CLI can use it to write a report for a run that
 never got as far as pytest (an infrastructure error becomes a visible zero). The CI wrappers
 (``ci/gradescope/run_autograder``, ``ci/github-classroom.yml``) call
-``python -m parakit.controller.reports --pytest-exit N ...`` after pytest: a run that did not
-end with exit code 0 or 1 (killed, an internal or usage error, no test collected) has its
+``python -m parakit.controller.session.reports --pytest-exit N ...`` after pytest: a run that
+did not end with exit code 0 or 1 (killed, an internal or usage error, no test collected) has its
 reports replaced by a zero that says why, whatever file was found in their place (graded code
 may have written one).
 """
@@ -252,7 +252,7 @@ def settle(pytest_exit: int, output: str = "", gradescope_path: str | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m parakit.controller.reports",
+        prog="python -m parakit.controller.session.reports",
         description="After a CI run of `pytest grader`: keep its reports if pytest ended "
                     "normally (exit code 0 or 1), else replace them by a zero-score report that "
                     "says why (the exit code and the end of pytest's output).")

@@ -11,7 +11,7 @@ counts here only if
   of exactly the rows or documents it claims, and work units that agree with them.
 
 Whether the processes did the work their records claim is the CPU rule's to say
-(``parakit.controller.cpurule``), from the CPU time the operating system measured.
+(``parakit.controller.verdicts.cpurule``), from the CPU time the operating system measured.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from parakit.controller import observe
-from parakit.controller.observe import Proc
-from parakit.controller.outcome import Outcome
+from parakit.controller.processes import observe
+from parakit.controller.processes.observe import Proc
+from parakit.controller.session.outcome import Outcome
 from problems.mandelbrot import Spec, row_work, serial_image, spec_digest
 from problems.mandelbrot import row_digests as mandelbrot_rows
 from problems.matmul import matrix_digest

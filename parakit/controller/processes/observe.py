@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psutil
 
-from parakit.controller import proctree
-from parakit.controller.cputime import cpu_seconds
-from parakit.controller.launch import Child
+from parakit.controller.processes import proctree
+from parakit.controller.processes.cputime import cpu_seconds
+from parakit.controller.processes.launch import Child
 
 Proc = tuple[str, int]  # a process anywhere: (its host's name for itself, its pid there)
 HOST = proctree.HOST

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parakit.controller.mismatch import explain_array
-from parakit.controller.outcome import FINAL, Outcome
+from parakit.controller.session.outcome import FINAL, Outcome
+from parakit.controller.verdicts.mismatch import explain_array
 
 
 def fail(message: str) -> None:
@@ -31,7 +31,7 @@ def require_ok(outcome: Outcome, context: str) -> None:
 def require_array(value, expected: np.ndarray, context: str, *, what: str, workers: int,
                   exact: bool, picture: Path | None = None, alone: str = "") -> None:
     """Fail unless ``value`` equals ``expected`` (``exact``, else allclose), naming the likely
-    cause (parakit.controller.mismatch) and drawing expected, returned and difference to
+    cause (parakit.controller.verdicts.mismatch) and drawing expected, returned and difference to
     ``picture``. ``alone`` is added when no row holds a result at one process (what a lone
     rank must do)."""
     message = explain_array(value, expected, what=what, workers=workers, exact=exact,

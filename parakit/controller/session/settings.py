@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from parakit import KIT_ROOT
-from parakit.controller import reports
-from parakit.controller.hosts import Hosts, HostsError
-from parakit.controller.runtime import Limits, Target, child_env
+from parakit.controller.processes.hosts import Hosts, HostsError
+from parakit.controller.session import reports
+from parakit.controller.session.runtime import Limits, Target, child_env
 
 OPTIONS = {  # name: (default, help); the ini key is "grader_" + name with dashes as underscores
     "target": ("student", "package to grade: student, reference, or the path of a directory "

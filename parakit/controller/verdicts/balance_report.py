@@ -1,14 +1,14 @@
 """Why a Mandelbrot balance test failed, in words a student can act on: the rule of
-``parakit.controller.balance`` run by run, by the clock where the workers had the CPUs they
+``parakit.controller.verdicts.balance`` run by run, by the clock where the workers had the CPUs they
 wanted, by the split where they did not."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from parakit.controller import balance
-from parakit.controller.cputime import available_cpus
-from parakit.controller.evidence import Evidence
+from parakit.controller.processes.cputime import available_cpus
+from parakit.controller.verdicts import balance
+from parakit.controller.verdicts.evidence import Evidence
 from problems.mandelbrot import GRADING, chunk_costs, imbalance, row_work
 
 
