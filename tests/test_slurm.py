@@ -28,7 +28,7 @@ from tests.helpers import KIT
 pytestmark = pytest.mark.slurm
 # A class of each kind of outcome: full marks, stubs, a hang, a crash, a leak.
 ENTRIES = ("matmul_mpi_deadlock", "mpi_segfault", "pool_leaks_and_patches_checks")
-GRADING = ["-k", "matmul", "--workers", "2", "--call-timeout", "10"]
+GRADING = ["-k", "matmul", "--workers", "2", "--call-timeout", "5", "--hang-budget", "15"]
 
 
 @pytest.fixture(scope="module")

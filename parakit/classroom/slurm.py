@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -126,16 +127,26 @@ class GradeTask:
         self.pytest_args, self.timeout = list(pytest_args), timeout
 
     def __call__(self, name: str, path: str, reportdir: str, others: list[str]) -> float:
+        # Slurm ends a task (scancel, a preemption, a node going down) with SIGTERM to all of
+        # its processes, the grading's pytest included: what that grading then says is not
+        # the submission's, so no record is kept (the gradebook says "not graded").
+        ended = []
+        previous = signal.signal(signal.SIGTERM, lambda *_: ended.append(True))
         proctree.become_subreaper()
         began = time.time()
         try:
             sandboxed = not sandbox.unavailable()
             graded = grade_one(name, Path(path), Path(reportdir), self.pytest_args,
                                self.timeout, sandboxed, [Path(o) for o in others])
+            if graded.errors.startswith("pytest exited with code -"):
+                time.sleep(1)  # killed by a signal: was it Slurm's? (ours may come later)
+            if ended:
+                raise RuntimeError("the task was ended by Slurm while it graded")
             graded.save()
             return graded.total
         finally:
             proctree.end_all(str(os.getpid()), since=began)
+            signal.signal(signal.SIGTERM, previous)
 
     def checkpoint(self, *args, **kwargs):
         import submitit
