@@ -68,7 +68,8 @@ def run_condition(condition: str, runs: int, entry_runs: int, work: Path) -> dic
     row = {"gradings": len(gradings), "full": sum(bool(g.verdicts) and not g.failed
                                                    for g in gradings),
            "lost": dict(lost), "seconds": [round(g.seconds, 1) for g in gradings],
-           "peak_mib": max((g.peak_bytes or 0) >> 20 for g in gradings) or None, "entries": {}}
+           "peak_mib": max(((g.peak_bytes or 0) >> 20 for g in gradings), default=0) or None,
+           "entries": {}}
     built = [(e, e.build(work / f"entries-{condition}")) for e in entries()]
     for _ in range(entry_runs):
         if condition == "jobs-2":
@@ -90,8 +91,10 @@ def run_condition(condition: str, runs: int, entry_runs: int, work: Path) -> dic
 def show(condition: str, row: dict) -> None:
     secs = row["seconds"]
     peak = f", peak memory {row['peak_mib']} MiB" if row["peak_mib"] else ""
-    print(f"{condition}: reference full in {row['full']} of {row['gradings']} gradings "
-          f"({statistics.median(secs):.1f} s median, {max(secs):.1f} s max{peak})", flush=True)
+    if secs:
+        print(f"{condition}: reference full in {row['full']} of {row['gradings']} gradings "
+              f"({statistics.median(secs):.1f} s median, {max(secs):.1f} s max{peak})",
+              flush=True)
     for name, n in sorted(row["lost"].items()):
         print(f"    lost points: {name} in {n} of {row['gradings']}", flush=True)
     for name, (good, n) in row["entries"].items():

@@ -82,6 +82,19 @@ def test_waiting_stretched_by_a_cpu_quota_is_allowed_for_but_not_the_others_work
     assert "beyond the work their trace claims" in verdict or "more work than" in verdict
 
 
+def test_one_burst_in_one_run_does_not_decide_burning_in_every_run_does():
+    """One process's burst in one run (seen idle: an engine used 167 ms for 81 ms of work in
+    one of six runs) is not others' work done, which shows in every run."""
+    tally = _tally([0.1] * 4, runs=4)
+    burst = _tally([0.4, 0.1, 0.1, 0.1], runs=1)
+    tally.unclaimed_runs += burst.unclaimed_runs
+    tally.serial, tally.runs = tally.serial + burst.serial, tally.runs + 1
+    assert tally.verdict() == ""
+    verdict = _tally([0.4, 0.1, 0.1, 0.1], runs=5).verdict()
+    assert "beyond the work their trace claims (the run with the most left out), e.g. " \
+           "worker 100: 400 ms of CPU time, work of 100 ms claimed" in verdict
+
+
 def test_a_run_whose_workers_were_never_seen_fails_closed():
     assert "could not measure the workers" in _tally([0.1] * 4, seen_workers=False).verdict()
 

@@ -11,6 +11,7 @@ reason (``python tests/slurm_cluster.py install`` installs it, as root).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -163,3 +164,19 @@ def test_bad_input_is_refused_before_anything_is_submitted(slurm, tmp_path):
     assert no_slurm.returncode == 2 and "sbatch not found" in no_slurm.stderr
     resume = parakit("grade", "--resume", str(tmp_path / "never"))
     assert resume.returncode == 2 and "no class graded there" in resume.stderr
+
+
+@pytest.mark.long(20)
+def test_the_bench_starts_ranks_with_srun_inside_an_allocation(slurm, tmp_path):
+    """``--mpiexec "srun --mpi=pmi2"`` in a batch job of two tasks: Slurm starts the ranks
+    (the graded child keeps Slurm's variables only for a launcher that is the batch system's)."""
+    out, log = tmp_path / "bench", tmp_path / "job.log"
+    command = (f"{sys.executable} -m parakit.bench matmul --backends mpi --size matmul=32 "
+               f"--workers 1,2 --repeat 1 --no-contrasts --mpiexec 'srun --mpi=pmi2' "
+               f"--out {out}")
+    job = slurm.client(["sbatch", "--wait", "-n", "2", "-o", str(log), "-D", str(KIT),
+                        "--wrap", command], timeout=300)
+    assert job.returncode == 0, job.stderr + (log.read_text() if log.exists() else "")
+    results = json.loads((out / "bench.json").read_text())["results"]
+    ran = {r["workers"]: r["ok"] and not r["error"] for r in results if r["backend"] == "mpi"}
+    assert ran == {1: True, 2: True}, log.read_text()[-3000:]
