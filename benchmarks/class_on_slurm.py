@@ -83,7 +83,8 @@ def main() -> int:
         return 0
     work = Path(tempfile.mkdtemp(prefix="class-on-slurm-"))
     klass = build_class(work / "class", args.size)
-    common = [*map(str, klass), "-k", args.k, "--workers", "2", "--call-timeout", "10"]
+    common = [*map(str, klass), "-k", args.k, "--workers", "2", "--call-timeout", "10",
+              "--pytest-arg=--hang-budget=30"]
     cluster = slurm_cluster.Cluster(work / "slurm", nodes=args.nodes).start()
     try:
         array_s, log = grade([*common, "--slurm", "--out", str(work / "array")], cluster.env)

@@ -36,6 +36,7 @@ SHARED_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph
 ENDED = ("FAILED", "NODE_FAIL", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "BOOT_FAIL",
          "DEADLINE", "PREEMPTED", "REVOKED", "COMPLETED")
 MARGIN_S = 60  # a task's time limit beyond its grading's own
+RECORD_LAG_S = 5  # how long a record may take to be seen after Slurm says its task ended
 
 
 class SlurmError(RuntimeError):
@@ -219,6 +220,7 @@ def _follow(jobs: list, dirs: list[Path], progress: Progress, poll_s: float,
     watcher = jobs[0].watcher
     start = time.monotonic()
     ended: dict[int, str] = {}
+    first_seen: dict[int, float] = {}  # when a task was first seen ended without its record
     live = _LiveLine(progress)
     while True:
         watcher.update()
@@ -228,9 +230,12 @@ def _follow(jobs: list, dirs: list[Path], progress: Progress, poll_s: float,
             if Path(dirs[i], "graded.json").exists():
                 counts["done"] += 1
                 ended.pop(i, None)
-            elif state in ENDED:
+            elif state in ENDED and \
+                    time.monotonic() - first_seen.setdefault(i, time.monotonic()) > RECORD_LAG_S:
                 counts["failed"] += 1
                 ended[i] = state
+            elif state in ENDED:
+                counts["running"] += 1  # its record may be on its way (a shared file system)
             elif state in ("RUNNING", "COMPLETING"):
                 counts["running"] += 1
             else:
