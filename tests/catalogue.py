@@ -30,6 +30,9 @@ class Broken:
     # --workers of its run: the largest process count its defect needs. Graded at 1 and 2, most
     # defects show; fewer processes on two cores make each run about a third faster.
     workers: int = 2
+    # tests that may fail too, as the machine makes them (never for a correct entry): a cheat
+    # whose ranks wait at a barrier polls there, CPU the trace test may find beyond its claims
+    may_fail: tuple[str, ...] = ()
 
     @property
     def keyword(self) -> str:
@@ -779,7 +782,8 @@ MANDELBROT: list[Broken] = [
     *(Broken(f"{b}_balanced_barrier", "mandelbrot", _redefine(code),
              (f"{_MANDEL_BALANCE}[{b}-balanced]",), "the load was not balanced",
              select=f"mandelbrot and {b} and balanced",
-             detail=f"work over time: {KIT}/grader-results/pictures/balance-{b}-balanced.png")
+             detail=f"work over time: {KIT}/grader-results/pictures/balance-{b}-balanced.png",
+             may_fail=(f"test_mandelbrot_trace[{b}-balanced]",) if b == "mpi" else ())
       for b, code in (("mpi", MPI_BARRIER), ("pool", POOL_BARRIER), ("ipp", IPP_BARRIER))),
     # the oracle's image, workers computing a 1x1 spec: their records do not count
     *(Broken(f"{b}_balanced_oracle_image", "mandelbrot", _redefine(code),

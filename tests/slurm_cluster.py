@@ -207,10 +207,10 @@ class Cluster:
         raise RuntimeError(f"{what} not ready within {timeout:g} s; see {self.root / 'log'}")
 
     # -- use ---------------------------------------------------------------------------
-    def client(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    def client(self, cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         """A Slurm client command against this cluster."""
         return subprocess.run(cmd, env={**os.environ, **self.env}, capture_output=True,
-                              text=True, timeout=60, **kwargs)
+                              text=True, timeout=timeout)
 
     def idle_nodes(self) -> int:
         out = self.client(["sinfo", "-h", "-N", "-o", "%N %t"]).stdout.split("\n")

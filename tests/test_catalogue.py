@@ -24,11 +24,12 @@ def test_broken_submission_is_caught(tmp_path, broken: Broken):
     assert run.results, run.output[-3000:]
     expected = {name for name in run.results if any(p in name for p in broken.fails)}
     failed = run.failed()
-    assert set(failed) == expected, (
+    maybe = {name for name in failed if any(p in name for p in broken.may_fail)}
+    assert set(failed) - maybe == expected, (
         f"failed but should pass: {sorted(set(failed) - expected)}; passed but should fail: "
         f"{sorted(expected - set(failed))}\n{run.output[-3000:]}")
     for name, message in failed.items():
-        assert broken.words in message, (name, message[:2000])
+        assert name in maybe or broken.words in message, (name, message[:2000])
         assert "Traceback (most recent call last)" not in message.split("---")[0], message
     for message in failed.values():  # a picture named in a message is there
         for picture in re.findall(r"(?:work over time|picture): (\S+\.png)", message):

@@ -33,10 +33,13 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path, capsys)
     assert not re.search(r"reference|pytest tests|\.ci/run|parakit (validate|grade|release)|"
                          r"instructors\.md|catalogue", readme), readme
     assert not (dest / "parakit" / "cli").exists()  # instructor commands stay home
+    assert not (dest / "parakit" / "classroom").exists()
     assert not list(dest.rglob("__pycache__"))
     pyproject = (dest / "pyproject.toml").read_text()
     assert ('packages = ["problems", "student", "grader", "parakit", "parakit.worker", '
-            '"parakit.backends", "parakit.controller", "parakit.bench"]') in pyproject
+            '"parakit.backends", "parakit.controller", "parakit.controller.verdicts", '
+            '"parakit.controller.processes", "parakit.controller.session", "parakit.bench"]'
+            ) in pyproject
     assert "parakit.cli" not in pyproject
     workflow = (dest / ".github" / "workflows" / "classroom.yml").read_text()
     assert "KIT_REPO: course/kit" in workflow and "KIT_REF: v1" in workflow

@@ -35,7 +35,8 @@ def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = 
             shutil.copytree(src, dest / name, ignore=ignore)
         elif src.exists():
             shutil.copy2(src, dest / name)
-    shutil.rmtree(dest / "parakit" / "cli", ignore_errors=True)  # instructor commands stay home
+    for home in ("cli", "classroom"):  # instructor commands and class gradings stay home
+        shutil.rmtree(dest / "parakit" / home, ignore_errors=True)
     shutil.copy2(README, dest / "README.md")
     bundle.prune_pyproject(dest)  # only the packages it has, no instructor script
     points = hidden_points()
