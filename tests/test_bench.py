@@ -99,7 +99,9 @@ def test_reference_run_reports_times_speedups_comparisons_and_plots(tmp_path):
             spans = [span for worker in r["timeline"] for span in worker]
             assert len(r["timeline"]) == 2 and spans, r
             assert all(0 <= a <= b for a, b in spans) and min(a for a, _ in spans) == 0
-    assert traced_rows_without_spans(results) == []  # every worker computed
+    # every worker computed, but a pool's: its workers take tasks from one queue, so under
+    # load a worker that starts late may find the two chunks of pool chunked gone (seen in CI)
+    assert [w for w in traced_rows_without_spans(results) if w[0] != "pool"] == []
 
     md = (tmp_path / "out" / "bench.md").read_text()  # the same numbers, ready to publish
     mpi_matmul = next(r for r in main if (r["workload"], r["backend"], r["workers"]) ==
