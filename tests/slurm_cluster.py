@@ -28,6 +28,8 @@ from pathlib import Path
 
 import psutil
 
+from parakit.controller.processes import proctree
+
 PACKAGES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client",
             "slurmdbd": "slurmdbd", "munged": "munge", "mariadbd": "mariadb-server"}
 MARK = "PARAKIT_SLURM"  # in every daemon's environment, and its job steps'
@@ -270,16 +272,9 @@ def _end(pids: list[int], grace: float = 10) -> None:
     for pid in pids:
         try:
             procs.append(psutil.Process(pid))
-            procs[-1].terminate()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    proctree.terminate(procs, grace)
 
 
 def remains(root: Path) -> list[psutil.Process]:
@@ -302,13 +297,7 @@ def remains(root: Path) -> list[psutil.Process]:
 
 
 def _end_left(root: Path) -> None:
-    left = remains(root)
-    for proc in left:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(left, timeout=5)
+    proctree.terminate(remains(root), grace=0.2)
 
 
 def down(root: Path) -> None:

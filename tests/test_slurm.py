@@ -86,7 +86,7 @@ def test_a_class_as_a_job_array_gets_the_gradebook_of_one_by_one(slurm, klass, t
                     *(f"--pytest-arg={a}" for a in GRADING))
     assert alone.returncode == 0, alone.stderr[-3000:]
     book = gradebook(tmp_path / "array")
-    assert book == gradebook(tmp_path / "alone")
+    assert book == gradebook(tmp_path / "alone"), (tmp_path / "array" / "gradebook.csv").read_text()
     assert book["reference"][2] == "0" and book["student"][1] == "0"
     assert all(book[n][2] != "0" for n in ENTRIES), book
     # the tasks ran on the cluster's nodes, each report in the submission's own folder

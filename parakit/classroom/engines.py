@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from parakit import sandbox
-from parakit.classroom.submission import PICTURES, Graded, grade_one
+from parakit.classroom.submission import Graded, grade_one
 
 Progress = Callable[[str], None]
 
@@ -48,7 +48,6 @@ class Local(Engine):
                      "(docs/robustness.md)")
         sandboxed = self.sandboxed and not why
         if sandboxed:
-            PICTURES.mkdir(parents=True, exist_ok=True)
             for name, _ in submissions:  # each grading hides the others' report folders
                 (outdir / name).mkdir(parents=True, exist_ok=True)
         done: dict[str, Graded] = {}

@@ -121,6 +121,8 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
                *pytest_args]
         if sandboxed:  # its pictures go with its reports, not to the kit's shared folder
             (outdir / "pictures").mkdir(exist_ok=True)
+            PICTURES.mkdir(parents=True, exist_ok=True)  # bwrap binds onto it: the kit is
+            # read-only inside, so the mount point must be there (a clean clone has none)
             cmd = sandbox.wrap(cmd, write=[outdir, (outdir / "pictures", PICTURES)],
                                read=[work], hide=others, privileged=run_as)
         with open(outdir / "output.txt", "wb") as log:
