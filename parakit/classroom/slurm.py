@@ -24,7 +24,7 @@ from pathlib import Path
 
 from parakit import sandbox
 from parakit.classroom.engines import Engine, Progress, to_stderr
-from parakit.classroom.submission import Graded, grade_one
+from parakit.classroom.submission import Graded, grade_one, record_path
 from parakit.controller.processes import proctree
 
 # Where the compute nodes are other machines, the folders must be on a file system they share.
@@ -188,7 +188,7 @@ class Slurm(Engine):
             **({"exclusive": True} if opts.exclusive else {}))
         for name, _ in submissions:
             (outdir / name).mkdir(parents=True, exist_ok=True)
-            (outdir / name / "graded.json").unlink(missing_ok=True)
+            record_path(outdir / name).unlink(missing_ok=True)
         dirs = [str(outdir / name) for name, _ in submissions]
         others = [[d for d in dirs if d != mine] for mine in dirs]
         try:
@@ -227,7 +227,7 @@ def _follow(jobs: list, dirs: list[Path], progress: Progress, poll_s: float,
         counts = {"pending": 0, "running": 0, "done": 0, "failed": 0}
         for i, job in enumerate(jobs):
             state = watcher.get_state(job.job_id, mode="cache").split()[0].upper()
-            if Path(dirs[i], "graded.json").exists():
+            if record_path(dirs[i]).exists():
                 counts["done"] += 1
                 ended.pop(i, None)
             elif state in ENDED and \

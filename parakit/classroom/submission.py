@@ -27,7 +27,15 @@ from parakit.controller.session import reports
 
 NOT_IMPLEMENTED = "not implemented yet"
 PICTURES = KIT / "grader-results" / "pictures"  # where pytest grader puts its pictures
-RECORD = "graded.json"  # what a grading got, beside its reports
+RECORDS = ".records"  # OUT/.records/NAME.json: what each grading got (OUT/NAME: its reports)
+
+
+def record_path(reportdir: Path) -> Path:
+    """Where the record of the grading reported in ``reportdir`` is kept: beside the report
+    folders, not in one, because graded code can write its own report folder (the sandbox's
+    only writable place) and a record there could be forged for a task that Slurm ends."""
+    reportdir = Path(reportdir)
+    return reportdir.parent / RECORDS / f"{reportdir.name}.json"
 
 
 @dataclass
@@ -50,18 +58,19 @@ class Graded:
         return sum(p for _, p in self.exercises.values())
 
     def save(self) -> None:
-        """Kept beside the reports: a class graded elsewhere (a Slurm node) is read back, and
-        resumed, from these."""
-        record = {**asdict(self), "reportdir": str(self.reportdir)}
-        tmp = Path(self.reportdir, RECORD + ".tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(Path(self.reportdir, RECORD))
+        """Kept beside the report folders: a class graded elsewhere (a Slurm node) is read
+        back, and resumed, from these."""
+        path = record_path(self.reportdir)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**asdict(self), "reportdir": str(self.reportdir)}))
+        tmp.replace(path)
 
     @classmethod
     def load(cls, reportdir: Path) -> Graded | None:
-        """The record a grading left in ``reportdir``, or None (none, or unreadable)."""
+        """The record of the grading reported in ``reportdir``, or None (none, unreadable)."""
         try:
-            data = json.loads(Path(reportdir, RECORD).read_text())
+            data = json.loads(record_path(reportdir).read_text())
             data["exercises"] = {k: tuple(v) for k, v in data["exercises"].items()}
             data["reportdir"] = Path(reportdir)
             return cls(**data)
@@ -123,8 +132,10 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
             (outdir / "pictures").mkdir(exist_ok=True)
             PICTURES.mkdir(parents=True, exist_ok=True)  # bwrap binds onto it: the kit is
             # read-only inside, so the mount point must be there (a clean clone has none)
+            records = record_path(outdir).parent  # the class's records: not its to read
+            records.mkdir(exist_ok=True)
             cmd = sandbox.wrap(cmd, write=[outdir, (outdir / "pictures", PICTURES)],
-                               read=[work], hide=others, privileged=run_as)
+                               read=[work], hide=[*others, records], privileged=run_as)
         with open(outdir / "output.txt", "wb") as log:
             proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
