@@ -64,6 +64,11 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
     shm.sweep(began)
     if not was_subreaper:
         proctree.become_subreaper(False)
+    return GraderRun(proc.returncode, output, junit_results(xml), seconds, left)
+
+
+def junit_results(xml: Path) -> dict[str, tuple[str, str]]:
+    """Each test case of a JUnit XML report: (passed/failed/skipped, message); {} if none."""
     results = {}
     if xml.exists():
         for case in ET.parse(xml).getroot().iter("testcase"):
@@ -78,7 +83,7 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
                 results[name] = ("skipped", skipped.get("message", ""))
             else:
                 results[name] = ("passed", "")
-    return GraderRun(proc.returncode, output, results, seconds, left)
+    return results
 
 
 def _shared_memory_left(since: float) -> list[Path]:

@@ -7,7 +7,9 @@ Each "host" is a set of Linux namespaces around a small init process:
   stays on its host (under its init) instead of coming back to the grader;
 - mount: its own ``/tmp`` (an empty tmpfs; what the cluster shares stays visible, even a
   checkout under /tmp), its own ``/dev/shm`` and ``/proc``, and an ``/etc/hosts`` that names
-  every simulated host and this machine, all at 127.0.0.1.
+  every simulated host and this machine, each at an address of its own on loopback (this
+  machine 127.0.0.1, the hosts 127.0.0.2, 127.0.0.3...: MPICH's launcher takes a host whose
+  address is its own host's for itself, and starts its ranks there without the remote shell).
 
 The network namespace is this machine's: hosts reach each other, and the machine, over
 loopback only. ``rsh`` in the cluster's folder stands in for ``ssh HOST COMMAND``: it runs the
@@ -122,7 +124,8 @@ class SimCluster:
         hosts_dir = self.root / "hosts"
         hosts_dir.mkdir(parents=True, exist_ok=True)
         me = socket.gethostname()
-        table = "127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in [me, *self.names])
+        table = f"127.0.0.1 localhost\n127.0.0.1 {me}\n" + "".join(
+            f"127.0.0.{k + 2} {n}\n" for k, n in enumerate(self.names))
         for name in self.names:
             (hosts_dir / f"{name}.hosts").write_text(table)
             ready = hosts_dir / f"{name}.ready"

@@ -10,7 +10,10 @@ to ``DIR/pids``): MariaDB on a loopback port with its data in DIR, ``slurmdbd`` 
 accounting: ``sacct`` is how submitit follows jobs, as on real clusters), ``munged`` on a
 socket of its own in DIR (so that clusters side by side do not share one), ``slurmctld``, and
 one ``slurmd`` per node (``slurmd -N nodeK``, each on a port of its own: several "nodes" on one
-machine). No systemd, no cgroups: ``proctrack/linuxproc``, ``task/none``. Every daemon carries
+machine). With ``hosts=True`` (``up --separate-hosts``) each slurmd runs inside a simulated host
+of its own (``tests/simcluster.py``: its hostname, /tmp, /dev/shm and process table), so that
+a job's steps on node2 see themselves on node2, as across real machines. No systemd, no
+cgroups: ``proctrack/linuxproc``, ``task/none``. Every daemon carries
 ``PARAKIT_SLURM=DIR`` in its environment, and so do the job steps it starts: what outlives a
 stop is found by it and ended.
 """
@@ -23,12 +26,18 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 from parakit.controller.processes import proctree
+
+try:
+    from tests import simcluster
+except ImportError:  # run as a script: tests/ is on the path
+    import simcluster
 
 PACKAGES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client",
             "slurmdbd": "slurmdbd", "munged": "munge", "mariadbd": "mariadb-server"}
@@ -90,8 +99,17 @@ class Cluster:
     """``nodes`` slurmd nodes of ``cpus`` CPUs each, in partition ``debug``, under ``root``."""
 
     def __init__(self, root: Path, nodes: int = 1, cpus: int | None = None,
-                 memory_mb: int = 8000):
+                 memory_mb: int = 8000, hosts: bool = False, shared: tuple[Path, ...] = ()):
+        """``hosts``: each node a simulated host, which sees ``root`` and ``shared`` (they may
+        be under /tmp) as this machine does."""
         self.root = Path(root).resolve()
+        self.sim = None
+        if hosts:  # the hosts' own files outside /tmp, which each host has its own of
+            sim_root = Path(tempfile.mkdtemp(prefix="parakit-slurm-hosts-", dir="/var/tmp"))
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "hosts").write_text(str(sim_root))
+            self.sim = simcluster.SimCluster([f"node{k + 1}" for k in range(nodes)], sim_root,
+                                             [self.root, *shared])
         self.nodes, self.cpus = nodes, cpus or os.cpu_count() or 1
         self.memory_mb = memory_mb
         self.conf = self.root / "slurm.conf"
@@ -141,8 +159,14 @@ class Cluster:
         self._daemon("slurmctld", ["slurmctld", "-D", "-i"])
         self._wait(lambda: self.client(["scontrol", "ping"]).returncode == 0, timeout,
                    "slurmctld")
+        if self.sim is not None:
+            self.sim.start()
         for name in self.names:
-            self._daemon(f"slurmd-{name}", ["slurmd", "-D", "-N", name])
+            slurmd = [_which("slurmd") or "slurmd", "-D", "-N", name]
+            if self.sim is not None:  # the daemon, and every step it starts, on its own host
+                slurmd = ["nsenter", "-t", str(self.sim.anchors[name].pid), "-u", "-m", "-p",
+                          "--", *slurmd]
+            self._daemon(f"slurmd-{name}", slurmd)
         self._wait(lambda: self.idle_nodes() == self.nodes, timeout, "the slurmd nodes")
 
     def _key(self) -> Path:
@@ -180,7 +204,8 @@ class Cluster:
             "MinJobAge=60", "KillWait=5", "InactiveLimit=0", "MessageTimeout=30",
         ]
         for name, port in zip(self.names, node_ports, strict=True):
-            lines.append(f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} "
+            lines.append(f"NodeName={name} NodeHostname={name if self.sim else host} "
+                         f"NodeAddr=127.0.0.1 Port={port} "
                          f"CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN")
         lines.append("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
@@ -209,10 +234,35 @@ class Cluster:
         raise RuntimeError(f"{what} not ready within {timeout:g} s; see {self.root / 'log'}")
 
     # -- use ---------------------------------------------------------------------------
-    def client(self, cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-        """A Slurm client command against this cluster."""
-        return subprocess.run(cmd, env={**os.environ, **self.env}, capture_output=True,
-                              text=True, timeout=timeout)
+    def client(self, cmd: list[str], timeout: float = 60,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """A Slurm client command against this cluster (``env``: more variables)."""
+        return subprocess.run(cmd, env={**os.environ, **self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
+
+    def batch(self, command: str, *sbatch_args: str, timeout: float = 300) -> tuple[str, str]:
+        """``command`` run as a batch job (``sbatch --wrap``) and waited for: its final state
+        (COMPLETED, FAILED...) and its output. Polled here: ``sbatch --wait`` looks every 30 s
+        or so."""
+        self._batches = getattr(self, "_batches", 0) + 1
+        out = self.root / f"batch-{self._batches}.out"
+        sub = self.client(["sbatch", "--parsable", "-o", str(out), *sbatch_args, "--wrap",
+                           command])
+        if sub.returncode:
+            raise RuntimeError(f"sbatch: {sub.stderr.strip()}")
+        job, state = sub.stdout.strip().split(";")[0], ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.client(["scontrol", "-o", "show", "job", job]).stdout
+            state = next((w.split("=", 1)[1] for w in shown.split() if w.startswith("JobState=")),
+                         "")
+            if state and state not in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING"):
+                break
+            time.sleep(0.3)
+        else:
+            self.client(["scancel", job])
+            state = f"TIMEOUT after {timeout:g} s (cancelled)"
+        return state, out.read_text() if out.exists() else ""
 
     def idle_nodes(self) -> int:
         out = self.client(["sinfo", "-h", "-N", "-o", "%N %t"]).stdout.split("\n")
@@ -234,6 +284,9 @@ class Cluster:
         self.procs = []
         (self.root / "pids").unlink(missing_ok=True)
         _end_left(self.root)
+        if self.sim is not None:
+            self.sim.stop()
+            shutil.rmtree(self.sim.root, ignore_errors=True)
 
 
 def _cancel_all(conf: Path, timeout: float = 5) -> None:
@@ -309,6 +362,16 @@ def down(root: Path) -> None:
         _end([int(line.split()[0]) for line in pids.read_text().splitlines()])
         pids.unlink()
     _end_left(root)
+    if (root / "hosts").is_file():  # simulated hosts: end their inits, remove their files
+        sim_root = Path((root / "hosts").read_text())
+        for pidfile in (sim_root / "hosts").glob("*.pid"):
+            try:
+                init = psutil.Process(int(pidfile.read_text()))
+                if simcluster.MARKER in init.cmdline():
+                    init.kill()
+            except (psutil.Error, ValueError):
+                pass
+        shutil.rmtree(sim_root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("dir", type=Path)
     up.add_argument("--nodes", type=int, default=1)
     up.add_argument("--cpus", type=int, default=None)
+    up.add_argument("--separate-hosts", action="store_true",
+                    help="each node a simulated host (needs root; stopped with the cluster)")
     sub.add_parser("down").add_argument("dir", type=Path)
     args = parser.parse_args(argv)
     if args.what == "install":
@@ -328,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "down":
         down(args.dir)
         return 0
-    cluster = Cluster(args.dir, args.nodes, args.cpus)
+    cluster = Cluster(args.dir, args.nodes, args.cpus, hosts=args.separate_hosts)
     try:
         cluster.start()
     except RuntimeError as exc:

@@ -2,7 +2,10 @@
 ``tests/slurm_cluster.py``: three slurmd "nodes"): the gradebook equals grading one by one, a
 task the cluster ends is told apart from a submission that fails, Ctrl-C cancels the array and
 ``--resume`` grades only the rest, bad input is refused before anything is submitted, and
-nothing is left: no process, no job, no shared memory.
+nothing is left: no process, no job, no shared memory. On three nodes that are separate
+(simulated) hosts: hello across them prints each node's count, and the grader inside an
+allocation places ranks and engines on its nodes (``--hosts slurm``), catching there what it
+catches on one machine.
 
 In CI a Slurm that cannot be started fails these tests; elsewhere they are skipped with the
 reason (``python tests/slurm_cluster.py install`` installs it, as root).
@@ -23,8 +26,8 @@ import psutil
 import pytest
 
 from parakit.controller.processes import shm
-from tests import catalogue, slurm_cluster
-from tests.helpers import KIT
+from tests import catalogue, simcluster, slurm_cluster
+from tests.helpers import KIT, junit_results
 
 pytestmark = pytest.mark.slurm
 # A class of each kind of outcome: full marks, stubs, a hang, a crash, a leak.
@@ -32,15 +35,16 @@ ENTRIES = ("matmul_mpi_deadlock", "mpi_segfault", "pool_leaks_and_patches_checks
 GRADING = ["-k", "matmul", "--workers", "2", "--call-timeout", "5", "--hang-budget", "15"]
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    why = slurm_cluster.unavailable()
+def _cluster(tmp_path_factory, **options):
+    """A cluster of three nodes for the module, stopped after it with nothing left."""
+    why = slurm_cluster.unavailable() or (options.get("hosts") and simcluster.unavailable())
     if why:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Slurm tests: {why}")
         pytest.skip(why)
     began = time.time()
-    cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), nodes=3, cpus=2)
+    cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), nodes=3, cpus=2,
+                                    **options)
     cluster.start()
     try:
         yield cluster
@@ -51,6 +55,19 @@ def slurm(tmp_path_factory):
     assert not [pid for pid in daemons if psutil.pid_exists(pid)]
     assert not slurm_cluster.remains(cluster.root)  # no job step, no graded process
     assert not shm.leaked(began)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """Three slurmd "nodes" of this machine."""
+    yield from _cluster(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    """Three nodes, each a simulated host (``tests/simcluster.py``: its own hostname, /tmp,
+    /dev/shm and processes), sharing the tests' folders as a cluster shares its home."""
+    yield from _cluster(tmp_path_factory, hosts=True, shared=(tmp_path_factory.getbasetemp(),))
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +197,71 @@ def test_the_bench_starts_ranks_with_srun_inside_an_allocation(slurm, tmp_path):
     results = json.loads((out / "bench.json").read_text())["results"]
     ran = {r["workers"]: r["ok"] and not r["error"] for r in results if r["backend"] == "mpi"}
     assert ran == {1: True, 2: True}, log.read_text()[-3000:]
+
+
+# -- inside an allocation, across its nodes -------------------------------------------------
+# The hosts share one kernel: the MPICH wheel's UCX would take them for one node and map memory
+# across their process tables. Between real machines it uses the network: TCP here too.
+ACROSS = {"UCX_TLS": "tcp,self"}
+
+
+def nothing_left_on(cluster) -> dict[str, list[str]]:
+    """What is left on each node but its slurmd: processes, and files in its /dev/shm."""
+    left = {}
+    for host in cluster.names:
+        found = [" ".join(p.cmdline())[:100] for p in cluster.sim.processes(host)
+                 if p.name() != "slurmd"]
+        found += cluster.sim.run(host, "ls /dev/shm").stdout.split()
+        if found:
+            left[host] = found
+    return left
+
+
+def graded_in_allocation(cluster, tmp_path: Path, args: str, per_node: int):
+    """``pytest grader ARGS --hosts slurm`` as a batch job on the three nodes, ``per_node``
+    tasks (slots) each: (job state, output, results by test)."""
+    work, xml = tmp_path / "work", tmp_path / "junit.xml"
+    work.mkdir()
+    state, output = cluster.batch(
+        f"{sys.executable} -m pytest grader -p no:cacheprovider --junitxml={xml} {args} "
+        f"--hosts slurm --workdir {work}", "-N", "3", f"--ntasks-per-node={per_node}",
+        "-D", str(KIT), "--export", "ALL," + ",".join(f"{k}={v}" for k, v in ACROSS.items()))
+    return state, output, junit_results(xml)
+
+
+def test_hello_across_three_nodes_prints_how_many_processes_each_got(nodes):
+    # as a student runs it on a cluster: srun starts the ranks (PMI-2, the mpich wheel's)
+    done = nodes.client(["srun", "-N", "3", "-n", "4", "--mpi=pmi2", "--chdir", str(KIT),
+                         sys.executable, "-m", "reference.hello"], timeout=120, env=ACROSS)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "Processes per host: node1 2, node2 1, node3 1" in lines, done.stdout
+    assert sorted(line for line in lines if line.startswith("Hello")) == [
+        "Hello from node1. 0 of 4", "Hello from node1. 1 of 4", "Hello from node2. 2 of 4",
+        "Hello from node3. 3 of 4"]
+
+
+@pytest.mark.long(45)
+def test_the_grader_places_ranks_and_engines_on_the_nodes_of_its_allocation(nodes, tmp_path):
+    """The grader runs on node1 (the batch script's node), itself one of the hosts."""
+    state, output, results = graded_in_allocation(
+        nodes, tmp_path, "--target reference -k 'hello or matmul' --workers 3", per_node=2)
+    assert state == "COMPLETED", output[-4000:]
+    assert "engines on node1 (2 slots), node2 (2 slots), node3 (2 slots)" in output, output
+    assert results and all(r[0] == "passed" for r in results.values()), output[-4000:]
+    assert "total          33 / 33" in output, output[-2000:]  # hello and matmul, full marks
+    assert nothing_left_on(nodes) == {}
+
+
+@pytest.mark.long(30)
+def test_a_rank_that_escapes_on_another_node_is_caught_there(nodes, tmp_path):
+    broken = {e.name: e for e in catalogue.everything()}["mpi_rank_escapes"]
+    sub = broken.build(tmp_path / "subs")
+    state, output, results = graded_in_allocation(
+        nodes, tmp_path, f"--target {sub} -k '{broken.keyword}' --workers 2 --call-timeout 5",
+        per_node=1)  # one slot a node: rank 1 runs on node2
+    assert state == "FAILED", output[-4000:]  # pytest's exit status 1: tests failed
+    failed = {name: r[1] for name, r in results.items() if r[0] == "failed"}
+    assert failed and all("running after it returned" in m and "on node2" in m
+                          for m in failed.values()), output[-4000:]
+    assert nothing_left_on(nodes) == {}

@@ -10,7 +10,7 @@ from parakit.backends.base import Backend
 from parakit.backends.ipp_cluster import SessionCluster
 from parakit.controller.processes import observe
 from parakit.controller.processes.cputime import Times
-from parakit.controller.processes.hosts import describe_left
+from parakit.controller.processes.hosts import describe_left, not_the_graders
 from parakit.controller.processes.launch import Child
 from parakit.controller.processes.proctree import OWNER_VAR
 
@@ -47,8 +47,8 @@ class Ipp(Backend):
     def _left(self, child: Child) -> dict[str, list[dict]]:
         """What the run left on the engines' hosts: processes started since it began, of this
         session (the engines pass its tag on) or detached, other than the engines."""
-        found = self.cluster.hosts.probe_all("new", str(child.created), OWNER_VAR,
-                                             str(os.getpid()))
+        found = not_the_graders(self.cluster.hosts.probe_all("new", str(child.created),
+                                                             OWNER_VAR, str(os.getpid())))
         engines = set(self.cluster.engines)
         left = {host: [p for p in procs if (host, p["pid"]) not in engines]
                 for host, procs in found.items()}

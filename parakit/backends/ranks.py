@@ -11,7 +11,7 @@ import psutil
 
 from parakit.controller.processes import observe
 from parakit.controller.processes.cputime import Times
-from parakit.controller.processes.hosts import Hosts
+from parakit.controller.processes.hosts import Hosts, not_the_graders
 from parakit.controller.processes.launch import Child
 from parakit.controller.processes.proctree import TAG_VAR
 
@@ -145,7 +145,8 @@ def remote_leftovers(hosts: Hosts, child: Child, seen: observe.Seen) -> dict[str
     nor the remote shell's processes that started a proxy."""
     ranks = set(seen.ranks.values())
     left = {}
-    for host, procs in hosts.probe_all("new", str(child.created), TAG_VAR, child.tag).items():
+    found = not_the_graders(hosts.probe_all("new", str(child.created), TAG_VAR, child.tag))
+    for host, procs in found.items():
         parent = {p["pid"]: p["ppid"] for p in procs}
         rank_pids = set(_ranks_on(procs).values()) | {pid for h, pid in ranks if h == host}
 

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from parakit.controller.processes import proctree
 from parakit.controller.processes.cputime import Times, times_of
 from parakit.controller.processes.probe import MARK
@@ -121,6 +123,15 @@ def _parse_entries(entries: list[str], where: str) -> tuple[tuple[str, int], ...
     return tuple(slots)
 
 
+def _expand_counts(value: str, n: int) -> list[int]:
+    """Slurm's per-node counts (``2(x3),1``) as a list of ``n``; one each if not given."""
+    counts: list[int] = []
+    for part in filter(None, value.split(",")):
+        count, _, times = part.partition("(x")
+        counts += [int(count)] * int(times.rstrip(")") or 1)
+    return counts if len(counts) == n else [1] * n
+
+
 @dataclass(frozen=True)
 class Hosts:
     """Where ranks and engines go; empty ``slots``: this machine only."""
@@ -141,6 +152,8 @@ class Hosts:
         copy = tuple(shlex.split(remote_copy)) or ("scp",)
         if hosts and hostfile:
             raise HostsError("give --hosts or --hostfile, not both")
+        if hosts == "slurm":
+            return cls.of_allocation(dict(os.environ), shell if shell != ("ssh",) else ())
         if hosts:
             return cls(_parse_entries(hosts.split(","), f"--hosts {hosts}"), "", shell, copy)
         if hostfile:
@@ -153,6 +166,26 @@ class Hosts:
             return cls(_parse_entries([e for e in entries if e], f"--hostfile {hostfile}"),
                        str(path.resolve()), shell, copy)
         return cls((), "", shell, copy)
+
+    @classmethod
+    def of_allocation(cls, environ: dict[str, str], shell: tuple[str, ...] = ()) -> Hosts:
+        """The nodes of the Slurm allocation this runs in (``--hosts slurm``), as many slots
+        on each as it has tasks there (``SLURM_TASKS_PER_NODE``: ``sbatch --ntasks-per-node``),
+        reached with ``parakit-srun-shell`` (a step of the allocation) unless ``shell``."""
+        job, nodes = environ.get("SLURM_JOB_ID", ""), environ.get("SLURM_JOB_NODELIST", "")
+        if not job or not nodes:
+            raise HostsError("--hosts slurm: not inside a Slurm allocation (no SLURM_JOB_ID); "
+                             "run it in salloc or sbatch, or name the hosts")
+        try:
+            names = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True,
+                                   text=True, check=True, timeout=30).stdout.split()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise HostsError(f"--hosts slurm: cannot list the nodes {nodes} with scontrol: "
+                             f"{exc}") from None
+        tasks = _expand_counts(environ.get("SLURM_TASKS_PER_NODE", ""), len(names))
+        srun_shell = Path(sys.executable).with_name("parakit-srun-shell")
+        return cls(tuple(zip(names, tasks, strict=True)), "",
+                   shell or (str(srun_shell),), (str(srun_shell), "--copy"))
 
     @property
     def several(self) -> bool:
@@ -283,6 +316,19 @@ class Hosts:
                 self.probe(self.address(host), "killpids", *(str(p["pid"]) for p in procs))
             except HostsError:
                 pass
+
+
+def not_the_graders(found: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """``found`` (processes by host, as the probe describes them) less, on this machine when
+    it is one of the hosts (the first node of a Slurm allocation), the grader's own process
+    tree: its runner and what it started are judged here, from the process table
+    (``Job._leftovers``), and are not a remote host's leftovers."""
+    if HOST not in found:
+        return found
+    me = psutil.Process()
+    ours = {me.pid, *(p.pid for p in me.children(recursive=True))}
+    return {host: [p for p in procs if host != HOST or p["pid"] not in ours]
+            for host, procs in found.items()}
 
 
 def describe_left(left: dict[str, list[dict]]) -> list[str]:

@@ -213,9 +213,13 @@ def child_env(extra: dict[str, str] | None = None, scheduler: bool = False) -> d
     # Inside a Slurm job (a class graded as an array, salloc), MPICH's mpiexec would start the
     # ranks through srun, as steps outside the grader's process tree where neither the CPU
     # rule nor the leftover check can see them: the graded child does not know it is in one.
-    # Other hosts of an allocation are used through --hosts, as any others.
+    # Other nodes of an allocation are used through --hosts (--hosts slurm: parakit-srun-shell,
+    # which finds the job in PARAKIT_SLURM_JOB_ID), as any others. SLURM_CONF says where the
+    # cluster's settings are, not that this is a job: kept.
     env = {k: v for k, v in os.environ.items()
-           if scheduler or not k.startswith(SCHEDULER_VARS)}
+           if scheduler or k == "SLURM_CONF" or not k.startswith(SCHEDULER_VARS)}
+    if not scheduler and os.environ.get("SLURM_JOB_ID"):
+        env["PARAKIT_SLURM_JOB_ID"] = os.environ["SLURM_JOB_ID"]
     pythonpath = [str(KIT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env.update({
         "PYTHONPATH": os.pathsep.join(pythonpath),
