@@ -205,16 +205,22 @@ def test_the_bench_starts_ranks_with_srun_inside_an_allocation(slurm, tmp_path):
 ACROSS = {"UCX_TLS": "tcp,self"}
 
 
-def nothing_left_on(cluster) -> dict[str, list[str]]:
-    """What is left on each node but its slurmd: processes, and files in its /dev/shm."""
-    left = {}
-    for host in cluster.names:
-        found = [" ".join(p.cmdline())[:100] for p in cluster.sim.processes(host)
-                 if p.name() != "slurmd"]
-        found += cluster.sim.run(host, "ls /dev/shm").stdout.split()
-        if found:
-            left[host] = found
-    return left
+def nothing_left_on(cluster, wait: float = 15) -> dict[str, list[str]]:
+    """What is left on each node but its slurmd: processes, and files in its /dev/shm. A job's
+    step daemons end a moment after the job: they are waited for (``wait`` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = {}
+        for host in cluster.names:
+            found = [" ".join(p.cmdline())[:100] for p in cluster.sim.processes(host)
+                     if p.name() != "slurmd"]
+            found += cluster.sim.run(host, "ls /dev/shm").stdout.split()
+            if found:
+                left[host] = found
+        steps_only = all(f.startswith("slurmstepd") for found in left.values() for f in found)
+        if not left or not steps_only or time.monotonic() > deadline:
+            return left
+        time.sleep(0.3)
 
 
 def graded_in_allocation(cluster, tmp_path: Path, args: str, per_node: int):
