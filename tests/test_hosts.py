@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -14,6 +15,8 @@ from parakit.backends.mpi import host_flags
 from parakit.controller.processes import proctree
 from parakit.controller.processes.hosts import Hosts, HostsError
 from parakit.controller.processes.probe import MARK
+from parakit.controller.processes.srun_shell import main as srun_main
+from parakit.controller.processes.srun_shell import srun_argv
 from parakit.controller.session.backend import BackendError
 from tests.helpers import run_grader
 
@@ -46,6 +49,43 @@ def test_a_missing_or_empty_hostfile_is_named(tmp_path):
         Hosts.parse(hostfile=str(tmp_path / "empty"))
     with pytest.raises(HostsError, match="not both"):
         Hosts.parse("a", str(tmp_path / "empty"))
+
+
+def test_the_hosts_of_a_slurm_allocation_are_its_nodes_with_their_tasks(monkeypatch, tmp_path):
+    # scontrol expands Slurm's node list; here a stand-in prints what it would
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text("#!/bin/sh\necho gpu7; echo gpu8; echo gpu9\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    allocation = {"SLURM_JOB_ID": "41", "SLURM_JOB_NODELIST": "gpu[7-9]",
+                  "SLURM_TASKS_PER_NODE": "2(x2),1"}
+    monkeypatch.setattr(os, "environ", {**os.environ, **allocation})
+    hosts = Hosts.parse("slurm")
+    assert hosts.slots == (("gpu7", 2), ("gpu8", 2), ("gpu9", 1))
+    assert Path(hosts.remote_shell[0]).name == "parakit-srun-shell"
+    assert hosts.placement(5) == ["gpu7", "gpu7", "gpu8", "gpu8", "gpu9"]
+    # a remote shell of the user's own still wins
+    assert Hosts.parse("slurm", remote_shell="my-shell").remote_shell == ("my-shell",)
+
+
+def test_slurm_hosts_outside_an_allocation_are_refused(monkeypatch):
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if not k.startswith("SLURM_")})
+    with pytest.raises(HostsError, match="not inside a Slurm allocation"):
+        Hosts.parse("slurm")
+
+
+def test_the_srun_shell_runs_a_command_on_a_node_as_ssh_would():
+    argv = srun_argv(["-x", "node2", "--", "hydra_pmi_proxy", "--control-port", "node1:5"],
+                     {"PARAKIT_SLURM_JOB_ID": "41"})
+    assert argv[:2] == ["srun", "--jobid=41"] and "--nodelist=node2" in argv
+    assert "--overlap" in argv  # beside the ranks it starts, never waiting for their CPUs
+    assert argv[-3:] == ["/bin/sh", "-c", "hydra_pmi_proxy --control-port node1:5"]
+    with pytest.raises(ValueError, match="not inside a Slurm allocation"):
+        srun_argv(["node2", "true"], {})
+    with pytest.raises(ValueError, match="no command to run on node2"):
+        srun_argv(["node2", "--"], {"SLURM_JOB_ID": "41"})
+    assert srun_main(["node2"]) == 255  # ssh's status for a host it cannot reach
 
 
 def test_ranks_fill_each_host_then_go_round_again():

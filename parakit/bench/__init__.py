@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(its ipcontroller-client.json) instead of starting one")
     p.add_argument("--hosts", default="", help="run MPI ranks and ipyparallel engines on these "
                    "hosts, e.g. node1:2,node2:2 (--out must then be a folder they all see at "
-                   "the same path); the pool stays on this machine")
+                   "the same path), or slurm: the nodes of the allocation this runs in; the "
+                   "pool stays on this machine")
     p.add_argument("--hostfile", default="", help="the hosts in a file, HOST[:SLOTS] per line")
     p.add_argument("--remote-shell", default="ssh", help="how to run a command on a host "
                    "(default: %(default)s)")

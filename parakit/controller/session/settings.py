@@ -35,7 +35,8 @@ OPTIONS = {  # name: (default, help); the ini key is "grader_" + name with dashe
     "ipp-connect": ("", "client connection file of a running ipyparallel cluster (from "
                         "`ipcluster start -n X`) to use instead of starting one"),
     "hosts": ("", "run MPI ranks and ipyparallel engines on these hosts, e.g. node1:2,node2:2 "
-                  "(HOST:SLOTS; reached with --remote-shell; needs --workdir); the pool stays "
+                  "(HOST:SLOTS; reached with --remote-shell; needs --workdir), or 'slurm': the "
+                  "nodes of the allocation this runs in, reached with srun; the pool stays "
                   "on this machine (default: this machine only)"),
     "hostfile": ("", "the hosts in a file, one HOST[:SLOTS] per line (MPICH's format)"),
     "remote-shell": ("ssh", "how to run a command on a host: PROGRAM HOST COMMAND "
