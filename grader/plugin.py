@@ -202,10 +202,10 @@ def inputs(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pictures(request: pytest.FixtureRequest) -> Path:
+def pictures(settings: Settings) -> Path:
     """Where failing tests draw what they saw (e.g. a timeline of an unbalanced run): kept
-    after the run, under the folder pytest runs from."""
-    return Path(request.config.rootpath, "grader-results", "pictures")
+    after the run, in ``--pictures`` or under the folder pytest runs from."""
+    return settings.pictures or Path("grader-results", "pictures").resolve()
 
 
 @pytest.fixture

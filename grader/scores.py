@@ -161,7 +161,7 @@ class ScoreReporter:
         if self.settings.grade_json:
             reports.write_json(self.settings.grade_json, reports.gradescope(
                 results, time.monotonic() - self.start, self.settings.hidden_visibility,
-                output=note))
+                output=note, pictures=self.settings.pictures))
         if self.settings.classroom_json:
             reports.write_json(self.settings.classroom_json,
                                reports.classroom(results, error=note))

@@ -54,11 +54,10 @@ def unavailable() -> str:
 Folder = str | os.PathLike
 
 
-def wrap(command: Sequence[str], write: Sequence[Folder | tuple[Folder, Folder]] = (),
-         read: Sequence[Folder] = (), hide: Sequence[Folder] = (),
-         privileged: bool = False) -> list[str]:
+def wrap(command: Sequence[str], write: Sequence[Folder] = (), read: Sequence[Folder] = (),
+         hide: Sequence[Folder] = (), privileged: bool = False) -> list[str]:
     """``command`` run in a sandbox that may write only to ``write`` (and its own /tmp and
-    /dev/shm): folders, or (folder, where the sandbox sees it) pairs. ``read``: folders under
+    /dev/shm). ``read``: folders under
     /tmp it may read (they would be hidden by its own /tmp). ``hide``: folders replaced by
     empty ones (other gradings' reports). ``privileged``: keep root's capabilities (for
     ``--run-as``)."""
@@ -74,9 +73,9 @@ def wrap(command: Sequence[str], write: Sequence[Folder | tuple[Folder, Folder]]
     for folder in [*_under_private(), *read]:
         folder = os.fspath(Path(folder).resolve())
         argv += ["--ro-bind", folder, folder]
-    for item in write:
-        source, seen = item if isinstance(item, tuple) else (item, item)
-        argv += ["--bind", os.fspath(Path(source).resolve()), os.fspath(Path(seen).resolve())]
+    for folder in write:
+        folder = os.fspath(Path(folder).resolve())
+        argv += ["--bind", folder, folder]
     if not privileged and os.geteuid() == 0:
         argv += ["--cap-drop", "ALL"]
     return [*argv, "--", *command]

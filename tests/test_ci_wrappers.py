@@ -27,14 +27,17 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from parakit import bundle, sandbox
 from parakit.controller.processes import proctree, shm
 from parakit.controller.session import reports
+from tests.catalogue import CATALOGUE
 from tests.helpers import KIT, run_grader
 
 RUN_AUTOGRADER = KIT / "ci" / "gradescope" / "run_autograder"
 WORKFLOW = KIT / "ci" / "github-classroom.yml"
+ACTIONS = KIT / "ci" / "github-actions.yml"
 KIT_PARTS = ["problems", "student", "grader", "parakit", "hidden", "conftest.py",
              "pyproject.toml"]
 ONE_TEST = "hello and greeting and P1"  # one MPI job: a second or two
@@ -232,9 +235,9 @@ def _packages(pyproject: str) -> list[str]:
 
 # -- GitHub Classroom --------------------------------------------------------------------------
 
-def _step_script(name: str) -> str:
+def _step_script(name: str, workflow: Path = WORKFLOW) -> str:
     """The ``run: |`` block of the workflow step called ``name``."""
-    lines = WORKFLOW.read_text().splitlines()
+    lines = workflow.read_text().splitlines()
     start = lines.index(f"      - name: {name}")
     at = next(i for i in range(start, len(lines)) if lines[i].strip() == "run: |")
     indent = len(lines[at]) - len(lines[at].lstrip()) + 2
@@ -289,6 +292,85 @@ def test_classroom_grades_from_a_grader_only_checkout_and_replaces_forged_result
     assert result["status"] == "error" and result["max_score"] == 0
     assert "FORGED" not in json.dumps(result) and "stale" not in json.dumps(result)
     assert "killed by SIGKILL" in result["tests"][0]["message"]
+
+
+def test_the_classroom_workflow_follows_the_reporters_contract():
+    """autograding-grading-reporter: Classroom reads the score from the check run of the job
+    named run-autograding-tests; for each id in ``runners`` the reporter reads the variable
+    ID_RESULTS (in capitals), which must be a step's base64-encoded runner result."""
+    data = yaml.safe_load(WORKFLOW.read_text())
+    assert list(data["jobs"]) == ["run-autograding-tests"]
+    steps = data["jobs"]["run-autograding-tests"]["steps"]
+    [reporter] = [s for s in steps if "autograding-grading-reporter" in s.get("uses", "")]
+    assert reporter is steps[-1]
+    ids = {s["id"]: s for s in steps if "id" in s}
+    for runner in reporter["with"]["runners"].split(","):
+        value = reporter["env"][f"{runner.strip().upper()}_RESULTS"]
+        step = re.fullmatch(r"\$\{\{ steps\.([\w-]+)\.outputs\.result \}\}", value)
+        assert step and step.group(1) in ids, value
+        assert 'echo "result=$(base64 -w0 "$result")" >> "$GITHUB_OUTPUT"' in \
+            ids[step.group(1)]["run"]
+    # one environment variable holds it: Linux caps one at 128 KiB, base64 adds a third
+    assert reports.CLASSROOM_BYTES * 4 / 3 < 128 * 1024
+
+
+def test_the_actions_workflow_summarises_the_score_and_keeps_the_pictures(tmp_path):
+    """The plain workflow's steps as the runner runs them, on a submission whose products are
+    wrong: the summary has the score table and the failure, the artifact folder the picture it
+    names, results.json shows it embedded, and the job fails for less than full marks."""
+    data = yaml.safe_load(ACTIONS.read_text())
+    steps = {s.get("name", s.get("uses")): s for s in data["jobs"]["grade"]["steps"]}
+    artifact = steps["Upload the reports and pictures"]
+    assert artifact["uses"].startswith("actions/upload-artifact@") and \
+        artifact["with"]["path"] == "${{ runner.temp }}/reports"
+    assert artifact["if"] == "always()" and steps["Summary"]["if"] == "always()"
+    workspace, runner_temp = tmp_path / "work", tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    wrong = {e.name: e for e in CATALOGUE}["matmul_wrong_product"]
+    wrong.build(workspace / "submission").rename(workspace / "submission" / "student")
+    (workspace / "kit").symlink_to(KIT)
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "RUNNER_TEMP": str(runner_temp), "GITHUB_WORKSPACE": str(workspace),
+           "GITHUB_STEP_SUMMARY": str(summary), "PYTEST_ADDOPTS": "-k 'matmul and pool and square'"}
+
+    def step(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-e", "-c", _step_script(name, ACTIONS)], cwd=workspace,
+                              capture_output=True, text=True, timeout=600, env=env)
+
+    graded = step("Grade")
+    assert graded.returncode == 0, (graded.stdout + graded.stderr)[-3000:]
+    assert step("Summary").returncode == 0
+    text = summary.read_text()
+    assert "## Score: 0 / " in text and "| matmul | 0 / " in text, text
+    assert "differ from the expected product" in text
+    [picture] = (runner_temp / "reports" / "pictures").glob("*.png")
+    assert f"{picture.name} (in the artifact grading-reports, pictures/)" in text
+    assert str(runner_temp) not in text  # no path of the grading machine
+    [test] = json.loads((runner_temp / "reports" / "results.json").read_text())["tests"]
+    assert test["output_format"] == "html" and f"{picture.name} (below)" in test["output"]
+    embedded = re.search(r'src="data:image/png;base64,([^"]+)"', test["output"]).group(1)
+    assert base64.b64decode(embedded) == picture.read_bytes()
+    assert step("Full marks").returncode == 1
+
+
+def test_a_link_planted_where_a_picture_was_is_never_shown(tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG hidden test")
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (pictures / "balance-mpi-balanced.png").symlink_to(secret)
+    (pictures / "real.png").write_bytes(b"\x89PNG a picture")
+    message = (f"unbalanced\nEach worker's work over time: {pictures}/balance-mpi-balanced.png"
+               f"\npicture: {pictures}/real.png")
+    result = reports.TestResult("grader/test_x.py::test_x", "mandelbrot", 0, 1, False, message)
+    [test] = reports.gradescope([result], 1.0, pictures=pictures)["tests"]
+    assert "hidden test" not in str(base64.b64decode(re.findall(
+        r"base64,([^\"]+)", test["output"])[0]))
+    assert "balance-mpi-balanced.png: not shown here" in test["output"]
+    assert len(re.findall("data:image/png", test["output"])) == 1
+    # a picture outside the grader's folder is never read either
+    assert reports.gradescope([result], 1.0, pictures=tmp_path)["tests"][0].get(
+        "output_format") is None
 
 
 # -- the Gradescope zip --------------------------------------------------------------------------

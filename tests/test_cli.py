@@ -41,11 +41,18 @@ def test_release_has_no_solutions_and_installs_in_a_fresh_venv(tmp_path, capsys)
             '"parakit.controller.processes", "parakit.controller.session", "parakit.bench"]'
             ) in pyproject
     assert "parakit.cli" not in pyproject
-    workflow = (dest / ".github" / "workflows" / "classroom.yml").read_text()
+    workflow = (dest / ".github" / "workflows" / "grade.yml").read_text()  # the plain job
     assert "KIT_REPO: course/kit" in workflow and "KIT_REF: v1" in workflow
+    assert "GITHUB_STEP_SUMMARY" in workflow and not (dest / ".github" / "workflows" /
+                                                      "classroom.yml").exists()
     assert cli.main(["release", str(dest)]) == 2  # not over an existing release without --force
     assert cli.main(["release", str(tmp_path / "placeholder")]) == 0
-    assert "warning: the GitHub Classroom workflow still names the placeholder" in \
+    assert cli.main(["release", str(tmp_path / "classroom"), "--workflow", "classroom",
+                     "--kit-repo", "course/kit"]) == 0  # a GitHub Classroom assignment's
+    workflows = tmp_path / "classroom" / ".github" / "workflows"
+    assert [p.name for p in workflows.iterdir()] == ["classroom.yml"]
+    assert "run-autograding-tests:" in (workflows / "classroom.yml").read_text()
+    assert "warning: the GitHub workflow still names the placeholder" in \
         capsys.readouterr().err
 
     # A plain venv (no system site-packages): a missing dependency would show here.

@@ -26,7 +26,6 @@ from parakit.controller.processes import proctree
 from parakit.controller.session import reports
 
 NOT_IMPLEMENTED = "not implemented yet"
-PICTURES = KIT / "grader-results" / "pictures"  # where pytest grader puts its pictures
 RECORDS = ".records"  # OUT/.records/NAME.json: what each grading got (OUT/NAME: its reports)
 
 
@@ -124,18 +123,16 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
         run_as = any(arg.startswith("--run-as") for arg in pytest_args)
         if run_as:
             work.chmod(0o755)  # the --run-as user reads the staged copy (never writes it)
+        # its pictures go with its reports, never to a folder another submission writes to
         cmd = [sys.executable, "-m", "pytest", str(KIT / "grader"), "-p", "no:cacheprovider",
                "-q", "--target", str(staged), f"--grade-json={gradescope}",
                f"--classroom-json={classroom}", f"--junitxml={outdir / 'junit.xml'}",
-               *pytest_args]
-        if sandboxed:  # its pictures go with its reports, not to the kit's shared folder
-            (outdir / "pictures").mkdir(exist_ok=True)
-            PICTURES.mkdir(parents=True, exist_ok=True)  # bwrap binds onto it: the kit is
-            # read-only inside, so the mount point must be there (a clean clone has none)
+               f"--pictures={outdir / 'pictures'}", *pytest_args]
+        if sandboxed:
             records = record_path(outdir).parent  # the class's records: not its to read
             records.mkdir(exist_ok=True)
-            cmd = sandbox.wrap(cmd, write=[outdir, (outdir / "pictures", PICTURES)],
-                               read=[work], hide=[*others, records], privileged=run_as)
+            cmd = sandbox.wrap(cmd, write=[outdir], read=[work], hide=[*others, records],
+                               privileged=run_as)
         with open(outdir / "output.txt", "wb") as log:
             proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,

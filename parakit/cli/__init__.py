@@ -24,20 +24,20 @@ from pathlib import Path
 
 from parakit import bench
 from parakit.cli.grade import add_grade_options, cmd_grade, gradings_contained
-from parakit.cli.release import release
+from parakit.cli.release import WORKFLOWS, release
 from parakit.cli.validate import validate
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     try:
-        dest = release(Path(args.dest), args.force, args.kit_repo, args.kit_ref)
+        dest = release(Path(args.dest), args.force, args.kit_repo, args.kit_ref, args.workflow)
     except (FileExistsError, RuntimeError) as exc:
         print(f"parakit release: {exc}", file=sys.stderr)
         return 2
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     print(f"released {len(files)} files to {dest}")
     if not args.kit_repo:
-        print("parakit release: warning: the GitHub Classroom workflow still names the "
+        print("parakit release: warning: the GitHub workflow still names the "
               "placeholder INSTRUCTOR/parakit-instructor as the grader's repository; pass "
               "--kit-repo OWNER/NAME (and --kit-ref TAG) before students use it",
               file=sys.stderr)
@@ -78,9 +78,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace DEST if it is not empty")
     p.add_argument("--kit-repo", default="",
                    help="owner/name of the instructor's kit repository, written into the "
-                        "release's GitHub Classroom workflow")
+                        "release's GitHub workflow")
     p.add_argument("--kit-ref", default="",
                    help="tag or commit of the kit the workflow grades with")
+    p.add_argument("--workflow", choices=sorted(WORKFLOWS), default="actions",
+                   help="actions (default): a plain GitHub Actions job, score and failures in "
+                        "its summary, reports and pictures as an artifact; classroom: for a "
+                        "GitHub Classroom assignment (its reporter is deprecated upstream)")
     p.set_defaults(func=cmd_release)
     p = sub.add_parser("validate", help="check the grader: reference, stubs, broken submissions")
     _grading_options(p)

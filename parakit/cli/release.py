@@ -17,11 +17,15 @@ from parakit.controller.session import reports
 RELEASED = ["problems", "student", "grader", "parakit", "conftest.py", "pyproject.toml",
             ".gitignore"]
 README = KIT / "docs" / "release" / "README.md"  # the students' README: every command works
-WORKFLOW = KIT / "ci" / "github-classroom.yml"
+# --workflow: (the kit's file, its name in the release's .github/workflows/)
+WORKFLOWS = {"actions": (KIT / "ci" / "github-actions.yml", "grade.yml"),
+             "classroom": (KIT / "ci" / "github-classroom.yml", "classroom.yml")}
 
 
-def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = "") -> Path:
-    """Copy the student distribution to ``dest``; return it."""
+def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = "",
+            workflow: str = "actions") -> Path:
+    """Copy the student distribution to ``dest``, with the GitHub ``workflow`` (a key of
+    :data:`WORKFLOWS`); return it."""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         if not force:
@@ -42,15 +46,16 @@ def release(dest: Path, force: bool = False, kit_repo: str = "", kit_ref: str = 
     points = hidden_points()
     if points:  # the score table says what the hidden tests will add
         (dest / "grader" / reports.HIDDEN_POINTS).write_text(json.dumps(points) + "\n")
-    if WORKFLOW.exists():
-        text = WORKFLOW.read_text()
+    source, name = WORKFLOWS[workflow]
+    if source.exists():
+        text = source.read_text()
         if kit_repo:
             text = text.replace("INSTRUCTOR/parakit-instructor", kit_repo)
         if kit_ref:
             text = re.sub(r"(KIT_REF: ).*", rf"\g<1>{kit_ref}", text, count=1)
-        workflow = dest / ".github" / "workflows" / "classroom.yml"
-        workflow.parent.mkdir(parents=True, exist_ok=True)
-        workflow.write_text(text)
+        target = dest / ".github" / "workflows" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     return dest
 
 

@@ -47,6 +47,9 @@ OPTIONS = {  # name: (default, help); the ini key is "grader_" + name with dashe
                     "the system's temporary folder)"),
     "grade-json": ("", "write Gradescope's results.json (score per test) to this path"),
     "classroom-json": ("", "write GitHub Classroom's runner result (version 3) to this path"),
+    "pictures": ("", "folder for the pictures failures draw (timelines, mismatches); Gradescope's "
+                     "results.json embeds those its failures name (default: "
+                     "grader-results/pictures under the folder pytest runs from)"),
     "hidden-tests": ("hidden", "directory of instructor-only grader tests, added to every run of "
                                "the whole grader when it exists; relative paths are relative to "
                                "the kit; 'none' leaves them out (default: hidden)"),
@@ -78,6 +81,7 @@ class Settings:
     limits: Limits
     grade_json: str = ""  # Gradescope results.json to write
     classroom_json: str = ""  # GitHub Classroom runner result to write
+    pictures: Path | None = None  # where failures draw (None: grader-results/pictures)
     hidden_tests: Path | None = None  # instructor-only tests, if there are any
     hidden_visibility: str = "after_published"
     run_as: tuple[int, int] | None = None  # uid and gid the graded code runs as (--run-as)
@@ -278,8 +282,11 @@ def _report_settings(config: pytest.Config) -> dict:
     if visibility not in reports.VISIBILITIES:
         raise pytest.UsageError(f"{source}={visibility!r}: expected one of "
                                 + ", ".join(reports.VISIBILITIES))
+    pictures = option(config, "pictures")[0]
     return {"grade_json": option(config, "grade-json")[0],
             "classroom_json": option(config, "classroom-json")[0],
+            "pictures": Path(pictures).expanduser().resolve() if pictures
+            else Path(config.rootpath, "grader-results", "pictures"),
             "hidden_tests": hidden_dir, "hidden_visibility": visibility}
 
 

@@ -13,24 +13,30 @@ scored (the job's check then shows a cross), 2 if the file cannot be read.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from parakit.controller.session.reports import PICTURE
+
 SUMMARY_BYTES = 900_000  # GitHub's limit is 1 MiB a step
-PICTURE = re.compile(r"(/[^\s:]+/([\w.\-]+\.png))")  # an absolute path of a picture in a message
 
 
-def pictures_named(message: str) -> list[str]:
-    """The file names of the pictures a message points to, in order."""
-    return list(dict.fromkeys(name for _, name in PICTURE.findall(message)))
-
-
-def in_words(message: str, where: str) -> str:
-    """``message`` with each picture's path on the grading machine replaced by where the
-    reader finds it (``where`` formats the file name)."""
+def in_words(test: dict, where: str) -> str:
+    """A test's message with each picture it names told by where the reader finds it
+    (``where`` formats the file name), whether the message is text with the picture's path on
+    the grading machine, or html that shows it (``reports.gradescope``)."""
+    message = test.get("output", "")
+    if test.get("output_format") == "html":
+        pre = re.search(r"<pre>(.*?)</pre>", message, re.S)
+        text = html.unescape(pre.group(1)) if pre else ""
+        for name in re.findall(r'<p>([^<]+?):(?: not shown here[^<]*)?</p>', message):
+            name = html.unescape(name)
+            text = text.replace(f"{name} (below)", where.format(name=name))
+        return text
     return PICTURE.sub(lambda m: where.format(name=m.group(2)), message)
 
 
@@ -59,8 +65,7 @@ def markdown(data: dict, artifact: str = "grading-reports", limit: int = SUMMARY
         if failed:
             body += [f"### {len(failed)} failed", ""]
         for t in failed:
-            message = in_words(t.get("output", ""),
-                               f"{{name}} (in the artifact {artifact}, pictures/)")
+            message = in_words(t, f"{{name}} (in the artifact {artifact}, pictures/)")
             if len(message) > cap:
                 message = message[:cap] + "\n[... shortened to fit the summary]"
             body += [f"**{t.get('name', '?')}** ({float(t.get('score', 0)):g} / "
