@@ -89,9 +89,18 @@ def test_flat_array():
 def test_rows_of_one_worker():
     p = product()  # 10 rows, 3 workers: array_split blocks 0-3, 4-6, 7-9
     assert prod(p[4:7], p) == ("product has shape (3, 6), expected (10, 6): it holds only rows "
-                               "4-6 of the expected product (the block of worker 1 of 3; gather "
-                               "every worker's block on rank 0)")
+                               "4-6 of the expected product (the block of worker 1 of 3): every "
+                               "worker's rows must reach the result")  # words of every backend
     assert prod(p[2:5], p).endswith("it holds only rows 2-4 of the expected product")
+
+
+def test_a_result_short_of_the_remainder_names_it():
+    # a pool (or any backend) that splits 10 rows into 3 blocks of 3 and drops the last row
+    p = product()
+    assert prod(p[:9], p) == ("product has shape (9, 6), expected (10, 6): it holds only rows "
+                              "0-8 of the expected product; the last 1 row, the remainder of 10 "
+                              "rows split into 3 blocks (10 % 3 = 1), is missing: give the "
+                              "remainder to some worker")
 
 
 def test_nan_entries():

@@ -14,7 +14,8 @@ TEXTS = ["the cat sat on the mat", "The dog, the cat. A bird!", "l'été est là
          "one two three four", "five six seven", "eight nine", "ten eleven twelve"]
 DOCS = [(f"docs/d{i}.txt", count_text(t)) for i, t in enumerate(TEXTS)]
 TOTAL = sum((c for _, c in DOCS), Counter())
-GUESSES = ("not counted", "counted twice", "case-folded", "cut differently", "times the expected")
+GUESSES = ("not counted", "counted twice", "case-folded", "cut differently", "times the expected",
+           "from outside this call")
 
 
 def explain(value, workers: int = 2, docs=DOCS) -> str | None:
@@ -55,6 +56,18 @@ def test_the_remainder_of_a_block_split_is_recognised():
 def test_a_document_counted_twice_is_named():
     message = explain(dict(TOTAL + DOCS[3][1]))
     assert "1 of the 7 documents (docs/d3.txt) was counted twice" in message, message
+
+
+def test_counts_kept_from_an_earlier_call_are_named():
+    # a module-level list of partial counts never emptied: this call's total has the last
+    # call's counts in it, words of documents this call never saw (e.g. the kit's own
+    # 'i̇stanbul', which the rule's case folding makes: never "cut differently")
+    earlier = count_text("İstanbul zebra yak xylophone zebra the")
+    message = explain(dict(TOTAL + earlier))
+    assert "every expected count is there, plus 6 more counts of 5 words (4 of them in none " \
+        "of these documents, e.g. 'zebra')" in message, message
+    assert "module-level list, Counter or cache that is never emptied" in message
+    assert "cut differently" not in message
 
 
 def test_words_not_case_folded():

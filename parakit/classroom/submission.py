@@ -127,7 +127,7 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
         cmd = [sys.executable, "-m", "pytest", str(KIT / "grader"), "-p", "no:cacheprovider",
                "-q", "--target", str(staged), f"--grade-json={gradescope}",
                f"--classroom-json={classroom}", f"--junitxml={outdir / 'junit.xml'}",
-               f"--pictures={outdir / 'pictures'}", *pytest_args]
+               f"--pictures={outdir / 'pictures'}", f"--target-name={name}", *pytest_args]
         if sandboxed:
             records = record_path(outdir).parent  # the class's records: not its to read
             records.mkdir(exist_ok=True)

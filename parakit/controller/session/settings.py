@@ -12,7 +12,7 @@ import pwd
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,9 @@ from parakit.controller.session.runtime import Limits, Target, child_env
 OPTIONS = {  # name: (default, help); the ini key is "grader_" + name with dashes as underscores
     "target": ("student", "package to grade: student, reference, or the path of a directory "
                           "with the same modules as student/ (default: student)"),
+    "target-name": ("", "how messages and the score table name the graded package, e.g. the "
+                        "submission's name where it is graded from a copy (default: the "
+                        "--target given)"),
     "workers": ("4", "largest process count for the parallel runs (default: 4)"),
     "call-timeout": ("30", "seconds a graded call may run before it is stopped (default: 30)"),
     "hang-budget": ("150", "seconds one grading may lose to calls that hang, in all: a hang "
@@ -157,6 +160,9 @@ def resolve_settings(config: pytest.Config) -> Settings:
         resolved = Target.resolve(target)
     except ValueError as exc:
         raise pytest.UsageError(str(exc).replace("--target", source, 1)) from None
+    name = option(config, "target-name")[0].strip()
+    if name:
+        resolved = replace(resolved, display=name)
     return Settings(**_report_settings(config), target=resolved,
                     workers=_workers(config),
                     call_timeout=_number(config, "call-timeout", float, 1),

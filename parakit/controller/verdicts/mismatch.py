@@ -104,11 +104,15 @@ def _wrong_shape(value: np.ndarray, expected: np.ndarray, what: str, p: int, exa
     k = value.shape[0] if value.ndim == 2 and value.shape[1] == n else 0
     for a in _finder(expected, exact)(value[0]) if 0 < k < m else ():
         if a + k <= m and _same(value, expected[a:a + k], exact):
+            held = head + f": it holds only rows {ranges(range(a, a + k))} of the expected {what}"
+            r = m % p
+            if a == 0 and p > 1 and r and k == m - r:  # whatever the backend: the commonest bug
+                return (held + f"; the last {r} row{'s' * (r > 1)}, the remainder of {m} rows "
+                        f"split into {p} blocks ({m} % {p} = {r}), {'is' if r == 1 else 'are'} "
+                        "missing: give the remainder to some worker")
             w = _worker_of(a, a + k, m, p)
-            return (head + f": it holds only rows {ranges(range(a, a + k))} of the expected "
-                    f"{what}" + (
-                f" (the block of worker {w} of {p}; gather every worker's block on rank 0)"
-                if w is not None else ""))
+            return held + (f" (the block of worker {w} of {p}): every worker's rows must reach "
+                           "the result" if w is not None else "")
     return head + (": it is empty" if value.size == 0 else "")
 
 

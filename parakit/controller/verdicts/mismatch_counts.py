@@ -2,8 +2,9 @@
 
 The grader holds each document's own count, so a wrong total can often be traced to its cause:
 documents left out (which ones, and whether they are the remainder of a block split), documents
-counted twice, every count multiplied (each worker counted everything), words not case-folded,
-or words cut by another rule than the kit's. A cause is named only when the data fits it
+counted twice, every count multiplied (each worker counted everything), counts added from
+outside the call (state kept between calls), words not case-folded, or words cut by another
+rule than the kit's. A cause is named only when the data fits it
 exactly; otherwise the message says what differs, and no guess.
 """
 
@@ -36,7 +37,7 @@ def explain_counts(value: object, expected: Counter, documents: Sequence[tuple[s
     head = (f"the counts differ from the serial count ({len(got)} words returned, "
             f"{len(want)} expected)")
     cause = (_multiple(got, want) or _documents(got, want, documents, workers)
-             or _case(got, want) or _tokens(got, want))
+             or _added(got, want) or _case(got, want) or _tokens(got, want))
     return f"{head}: {cause}" if cause else head + "\n" + _differences(got, want)
 
 
@@ -96,6 +97,26 @@ def _remainder(found: list[int], n: int, workers: int) -> str:
 
 def _were(found: list[int]) -> str:
     return "was" if len(found) == 1 else "were"
+
+
+def _added(got: dict, want: dict) -> str:
+    """Every expected count, and more on top that no document of this call explains: counts
+    kept from elsewhere (an earlier call's, in state that outlives a call)."""
+    if not want or any(not isinstance(got.get(w), (int, float)) or got[w] < n
+                       for w, n in want.items()):
+        return ""
+    extra = {w: n - want.get(w, 0) for w, n in got.items()
+             if isinstance(n, (int, float)) and n > want.get(w, 0)}
+    if not extra:
+        return ""
+    new = sorted((w for w in extra if w not in want), key=lambda w: -extra[w])
+    if len(new) < 3:  # a count or two off, a stray word: no cause to name
+        return ""
+    elsewhere = f" ({len(new)} of them in none of these documents, e.g. {new[0]!r})"
+    return (f"every expected count is there, plus {sum(extra.values()):g} more counts of "
+            f"{len(extra)} words{elsewhere}: counts from outside this call were added (an "
+            "earlier call's, kept in a module-level list, Counter or cache that is never "
+            "emptied?); start every call from an empty count")
 
 
 def _case(got: dict, want: dict) -> str:
