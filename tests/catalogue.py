@@ -335,6 +335,14 @@ TRUST: list[Broken] = [
          "    return WordTally({w: np.int64(n) for w, n in total.items()})\n"),
         ("import heapq\n", "import heapq\n\nimport numpy as np\n")]},
         (), "", select="wordcount and pool"),
+    # A path that cannot be read skipped, not reported: the call returns counts (a Counter,
+    # which reaches the grader as a plain mapping: the message names what it held)
+    Broken("wordcount_swallows_missing_files", "wordcount", {"wordcount": [
+        ("    sizes = [os.path.getsize(p) for p in paths]\n",
+         "    paths[:] = [p for p in paths if os.path.exists(p)]  # skip what cannot be read\n"
+         "    sizes = [os.path.getsize(p) for p in paths]\n")]},
+        ("test_wordcount_missing_path",), "returned counts of",
+        select="wordcount and missing_path"),
     Broken("matmul_returns_list_of_rows", "matmul", {"matmul": [
         (_IPP_RETURN, "    return list(np.vstack(blocks).reshape(A.shape[0], B.shape[1]))\n")]},
         (), "", select="matmul and ipp"),
