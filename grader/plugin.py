@@ -225,12 +225,20 @@ def _terminal_line(config: pytest.Config):
     if terminal is None:
         return None
 
+    def write(message: str) -> None:
+        # Mid-way through a line of progress dots: the message gets a line of its own, and
+        # the next file's results start theirs (pytest keeps no public "column" of its own).
+        if terminal._tw.width_of_current_line:
+            terminal.line("")
+            terminal.currentfspath = None
+        terminal.write_line(message)
+
     def say(message: str) -> None:
         if capture is None:
-            terminal.write_line(message)
+            write(message)
             return
         with capture.global_and_fixture_disabled():
-            terminal.write_line(message)
+            write(message)
     return say
 
 

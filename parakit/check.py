@@ -9,9 +9,11 @@ test. It returns a :class:`Checked` with the numbers, for a notebook that wants 
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,16 +62,41 @@ def check(exercise: str | None = None, target: str = "student", workers: int | N
                "--target", target, f"--grade-json={report}"]
         cmd += ["-k", exercise] if exercise else []
         cmd += ["--workers", str(workers)] if workers else []
-        try:
-            done = subprocess.run(cmd, cwd=KIT_ROOT, capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
-            output = done.stdout + done.stderr
-        except subprocess.TimeoutExpired:
-            output = f"grading took longer than {timeout:g} s"
+        if show:
+            print(f"checking {target} on {exercise or 'every exercise'}: the grading of "
+                  "`pytest grader` in a process of its own (a dot per test passed, F failed; "
+                  "the first ipyparallel test starts a cluster, a few seconds)", flush=True)
+        output = _run(cmd, timeout, show)
         checked = _read(target, report, output)
     if show:
         print(checked)
     return checked
+
+
+def _run(cmd: list[str], timeout: float, show: bool) -> str:
+    """``cmd``'s output; with ``show``, its progress echoed as it comes (up to pytest's first
+    section, the score and failures, which ``check`` prints itself)."""
+    proc = subprocess.Popen(cmd, cwd=KIT_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline, chunks, shown = time.monotonic() + timeout, [], 0 if show else None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            proc.kill()
+            proc.wait()
+            return f"grading took longer than {timeout:g} s"
+        if select.select([proc.stdout], [], [], min(left, 1.0))[0]:
+            chunk = proc.stdout.read1(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if shown is not None:
+                text = b"".join(chunks).decode(errors="replace")
+                end = text.find("\n=")  # pytest's first ==== section: check shows the rest
+                print(text[shown:] if end < 0 else text[shown:end + 1], end="", flush=True)
+                shown = len(text) if end < 0 else None
+    proc.wait()
+    return b"".join(chunks).decode(errors="replace")
 
 
 def _read(target: str, report: Path, output: str) -> Checked:

@@ -6,6 +6,7 @@ Tiny sizes and one repetition: these tests check what the benchmark reports, not
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,21 @@ def _serial(results: list[dict], row: dict) -> float:
 
 
 @pytest.mark.long(17)
+def test_more_workers_than_cpus_are_marked_in_the_table(tmp_path):
+    """On one CPU (its affinity), two workers take turns: the row says so, and the note why."""
+    proc = subprocess.run([sys.executable, "-m", "parakit.cli", "bench", "mandelbrot",
+                           "--out", str(tmp_path / "out"), "--repeat", "1", "--backends", "pool",
+                           "--size", "mandelbrot=48x30", "--workers", "1,2", "--no-contrasts"],
+                          cwd=KIT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("  pool ")]
+    marks = {(int(r[24:27]), r[27]) for r in rows}  # the P column, then its mark
+    assert marks == {(1, " "), (2, "*")}, rows
+    assert "* more workers than the 1 CPU(s) here (the 1 CPU(s) of its affinity mask): they " \
+        "take turns on the cores" in proc.stdout
+
+
 def test_broken_target_is_reported_and_the_run_goes_on(tmp_path):
     sub = make_submission(tmp_path, {"mandelbrot": (
         "def mandelbrot_pool_chunked(spec: Spec, pool) -> np.ndarray:\n",

@@ -4,7 +4,6 @@ each worker's timeline."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from parakit import timeline, workloads
 from parakit.bench import report
+from parakit.controller.processes.cputime import available_cpus
 from problems.mandelbrot import block_rows, chunk_costs, imbalance, mandelbrot
 
 
@@ -49,10 +49,11 @@ def scaling(results: list[dict], workload: str, size: str, path: Path) -> Path:
     if serial:
         left.axhline(serial * 1e3, color="k", ls=":", lw=1, label="serial")
         right.plot([1, most], [1, most], color="k", ls="--", lw=1, label="ideal")
-    cpus = os.cpu_count() or 1
+    cpus, _ = available_cpus()
     for ax in (left, right):
-        if cpus < most:
-            ax.axvline(cpus, color="grey", ls=":", lw=1, label=f"{cpus} cores")
+        if cpus < most:  # beyond it workers share cores: the curves say so, not the schemes
+            ax.axvline(cpus, color="grey", ls=":", lw=1, label=f"{cpus:g} CPUs: beyond, "
+                       "workers share them")
         ax.set_xlabel("workers (processes)")
         ax.set_xticks(sorted({r["workers"] for r in lines} or {1}))
     left.set_ylabel("time (ms): median, bars from fastest to slowest run")
@@ -174,8 +175,10 @@ def timeline_figure(results: list[dict], size: str, workers: int, path: Path) ->
                 computing = report.computing(backend, scheme, row["worker_work"])
                 title += f": R = {imbalance(computing):.2f}"
             panels.append((title, rows, timeline.COLOURS[backend], scheme == "balanced"))
-    return timeline.write(path, panels, columns=2, title=f"Mandelbrot {size}: when each "
-                          "worker computed (ms from the first row)")
+    title = f"Mandelbrot {size}: when each worker computed (ms from the first row)"
+    if report.crowded(workers):  # the gaps are turns on a shared core, not idle workers
+        title += "\n" + report.crowded(workers)
+    return timeline.write(path, panels, columns=2, title=title)
 
 
 def _hosts(row: dict) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from parakit.controller.processes.cputime import available_cpus
 from problems import trace
 from problems.mandelbrot import imbalance
 
@@ -97,9 +98,23 @@ def _failure(row: dict) -> str:
     return _first_line(row["error"]) if row["error"] else "" if row["ok"] else "WRONG RESULT"
 
 
+SHARING = ("they take turns on the cores, so their times, speedups and timelines show the "
+           "sharing, not the scheme")
+
+
+def crowded(workers: int) -> str:
+    """Why ``workers`` processes cannot each have a core here ('' when they can): more
+    workers than the CPUs this process may use (affinity, cgroup quota)."""
+    cpus, why = available_cpus()
+    return f"{workers} workers on {cpus:g} CPU(s) ({why}): {SHARING}" if workers > cpus else ""
+
+
 def table(workload: str, results: list[dict], cluster_seconds: float | None) -> str:
-    """The terminal table of one problem: a block per size."""
+    """The terminal table of one problem: a block per size; rows with more workers than
+    CPUs are marked, and a note says what that means."""
     lines = []
+    shared = sorted({r["workers"] for r in results
+                     if r["workload"] == workload and crowded(r["workers"])})
     for size, base, rows in _blocks(results, workload):
         head = f"\n{workload} {size}: serial "
         head += (f"{base['median']:.3f} s (median of {len(base['times'])})"
@@ -115,8 +130,12 @@ def table(workload: str, results: list[dict], cluster_seconds: float | None) -> 
             speed = f"{r['speedup']:8.2f} {r['efficiency']:10.2f}" if r["speedup"] \
                 else f"{'':19}"
             wrong = "   WRONG RESULT" if not r["ok"] else ""
-            lines.append(f"  {name:<22}{r['workers']:>3} {r['median']:10.3f} {speed}   "
+            mark = "*" if r["workers"] in shared else " "
+            lines.append(f"  {name:<22}{r['workers']:>3}{mark}{r['median']:9.3f} {speed}   "
                          f"{_startup_text(r, cluster_seconds)}{wrong}")
+    if shared:
+        cpus, why = available_cpus()
+        lines.append(f"  * more workers than the {cpus:g} CPU(s) here ({why}): {SHARING}")
     return "\n".join(lines)
 
 
