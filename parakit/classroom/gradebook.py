@@ -1,9 +1,8 @@
-"""The class's gradebook (CSV) and a unique, file-system-safe name per submission."""
+"""The class's gradebook (CSV)."""
 
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,16 +24,3 @@ def write_gradebook(path: Path, graded: Sequence[Graded]) -> Path:
                           f"{g.total:g}", f"{g.possible:g}", len(g.failed()),
                           f"{g.seconds:.1f}", g.errors])
     return path
-
-
-def names(paths: Sequence[Path]) -> list[tuple[str, Path]]:
-    """A unique, file-system-safe name per submission (its folder's name)."""
-    named, seen = [], set()
-    for path in paths:
-        base = re.sub(r"[^\w.-]", "_", Path(path).resolve().name) or "submission"
-        name, i = base, 2
-        while name in seen:
-            name, i = f"{base}-{i}", i + 1
-        seen.add(name)
-        named.append((name, Path(path)))
-    return named

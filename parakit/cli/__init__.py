@@ -92,9 +92,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="leave out the hanging submissions")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these catalogue entries")
     p.set_defaults(func=cmd_validate)
-    p = sub.add_parser("grade", help="grade submission directories, write a gradebook")
+    p = sub.add_parser("grade", help="grade a class's submissions, write a gradebook")
     p.add_argument("submissions", nargs="*", type=Path,
-                   help="directories: a copy of student/, or a repository holding student/")
+                   help="folders (a copy of student/, or a repository holding student/), zip "
+                        "archives, git repositories (see --deadline), a Gradescope "
+                        "submissions export, or folders of these")
     _grading_options(p)
     add_grade_options(p)
     p.set_defaults(func=gradings_contained(cmd_grade))

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from parakit.classroom import exports
 from parakit.classroom.engines import Engine, Local
-from parakit.classroom.gradebook import names, write_gradebook
+from parakit.classroom.gradebook import write_gradebook
 from parakit.classroom.slurm import Slurm, SlurmError, SlurmOptions
 from parakit.classroom.submission import Graded
 from parakit.controller.processes import proctree
@@ -35,12 +36,21 @@ def cmd_grade(args: argparse.Namespace) -> int:
               f"{len(todo)} to go", file=sys.stderr)
     else:
         if not args.submissions:
-            return _refuse("give the submissions to grade (folders), or --resume OUT")
+            return _refuse("give the submissions to grade (folders, zip archives, git "
+                           "repositories, a Gradescope export), or --resume OUT")
         out = Path(args.out)
-        for p in args.submissions:
-            if not Path(p).is_dir():
-                print(f"{p}: no such directory (graded as zero)", file=sys.stderr)
-        everyone = todo = names(args.submissions)
+        try:
+            deadline = exports.parse_deadline(args.deadline) if args.deadline else None
+        except ValueError as exc:
+            return _refuse(str(exc))
+        found = exports.gather(args.submissions, out, deadline)
+        print(f"parakit grade: {exports.describe(found)}", file=sys.stderr)
+        for sub in found:
+            if sub.path is None:  # its own row, with the reason; never graded
+                print(f"  {sub.name}: {sub.error}", file=sys.stderr)
+                Graded(sub.name, errors=sub.error, reportdir=out / sub.name).save()
+        everyone = [(s.name, s.path or Path(os.devnull)) for s in found]
+        todo = [(s.name, s.path) for s in found if s.path is not None]
         manifest = {"submissions": [[n, str(Path(p).resolve())] for n, p in everyone],
                     "pytest_args": pytest_args(args), "timeout": args.timeout,
                     "engine": _engine_settings(args)}
@@ -96,6 +106,9 @@ def add_grade_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sandbox", action="store_true",
                    help="grade without a sandbox per submission (bubblewrap; by default one "
                         "wherever the machine allows it: docs/robustness.md)")
+    p.add_argument("--deadline", metavar="WHEN",
+                   help="grade each git repository at its last commit before WHEN (ISO 8601, "
+                        "e.g. 2026-12-01T23:59+01:00), not its working tree")
     p.add_argument("--resume", metavar="OUT",
                    help="grade again only what a class graded into OUT did not finish "
                         "(its settings as they were)")
