@@ -6,13 +6,15 @@ Times, from the kit root with its venv active, ``pytest grader --target referenc
 instructor's check) and ``pytest grader`` on the stubs (a student's first run) ``--runs``
 times each, and with ``--self-tests`` one run of ``pytest tests`` (the kit's own tests).
 Prints the machine, each run's wall seconds and exit code, the median per command, and the
-slowest tests of the last run of each (pytest's ``--durations``). The figures in
-docs/benchmarks.md ("Feedback times") come from this script.
+slowest tests of the last run of each (pytest's ``--durations``). With ``--json
+docs/figures/feedback.json`` it stores them, and ``benchmarks/publish.py`` writes the
+feedback tables of the docs from that file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -24,10 +26,10 @@ from pathlib import Path
 
 KIT = Path(__file__).resolve().parent.parent
 
-COMMANDS = {
-    "reference grading": (["grader", "--target", "reference"], 0),
-    "stub grading": (["grader"], 1),  # every stub fails: pytest's exit code 1
-    "kit's own tests": (["tests"], 0),
+COMMANDS = {  # name: (pytest's arguments, the exit code expected, who waits for it)
+    "reference grading": (["grader", "--target", "reference"], 0, "an instructor's check"),
+    "stub grading": (["grader"], 1, "a student's first run"),  # every stub fails: exit 1
+    "kit's own tests": (["tests", "-n", "2"], 0, "CI and the kit's developers"),  # as README
 }
 
 
@@ -48,11 +50,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each grading command")
     parser.add_argument("--self-tests", action="store_true", help="also time `pytest tests`")
     parser.add_argument("--durations", type=int, default=10, help="slowest tests to show")
+    parser.add_argument("--json", type=Path, help="store the times here (docs/figures/"
+                        "feedback.json is what benchmarks/publish.py publishes)")
     args = parser.parse_args()
+    stored = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "date": time.strftime("%Y-%m-%d")}, "commands": []}
     print(f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, "
           f"{platform.platform()}")
     wrong = False
-    for name, (pytest_args, expected_code) in COMMANDS.items():
+    for name, (pytest_args, expected_code, who) in COMMANDS.items():
         runs = 1 if name == "kit's own tests" else args.runs
         if name == "kit's own tests" and not args.self_tests:
             continue
@@ -66,6 +72,10 @@ def main() -> int:
         print(f"{name}: median {statistics.median(seconds):.1f} s over {runs} run(s); "
               "slowest tests of the last:")
         print("\n".join(f"    {line}" for line in slow), flush=True)
+        stored["commands"].append({"command": " ".join(["pytest", *pytest_args]), "who": who,
+                                   "seconds": [round(x, 1) for x in seconds]})
+    if args.json:
+        args.json.write_text(json.dumps(stored, indent=1) + "\n")
     return 1 if wrong else 0
 
 

@@ -226,8 +226,11 @@ def markdown(document: dict) -> str:
                 start = f"{r['startup']['seconds']:.2f}" if r["startup"] else ""
                 speed = (f"{r['speedup']:.2f} | {r['efficiency']:.2f}" if r["speedup"]
                          else " | ")
-                lines.append(f"| {name} | {r['workers']} | {r['median']:.3f} | {speed} | "
+                shared = "*" if r["workers"] > machine["cpus"] else ""
+                lines.append(f"| {name} | {r['workers']}{shared} | {r['median']:.3f} | {speed} | "
                              f"{start} |")
+    if any(r["workers"] > machine["cpus"] for r in results):
+        lines += ["", f"\\* more workers than the {machine['cpus']} CPUs: {SHARING}."]
     if document["comparisons"]:
         lines += ["", "| comparison | P | first s | second s | ratio |",
                   "|---|---:|---:|---:|---:|"]

@@ -13,6 +13,7 @@ from parakit.controller.processes.launch import Child
 from parakit.controller.processes.observe import HOST
 from parakit.controller.session.runtime import Target, read_job_file
 
+HARNESS = Path(__file__).resolve().parents[2]  # parakit/: the runner and what it imports
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
 
 
@@ -36,6 +37,15 @@ def read_stacks(jobdir: Path, target: Target) -> str:
         inside = [m for m in frames if Path(m["file"]).resolve().is_relative_to(target.directory)]
         m = (inside or frames)[0]
         where = f"{_display_path(m['file'], target)}:{m['line']} in {m['func']}"
+        harness = [f for f in frames if Path(f["file"]).resolve().is_relative_to(HARNESS)]
+        if not inside and harness:
+            # Not the student's line: a rank that had returned (or not yet called) waits here.
+            h = harness[0]
+            where = f"{h['file']}:{h['line']} in {h['func']}"
+            lines.append(f"  {label}: not in your code, in the grader's harness ({where}): it "
+                         "had returned from your function, or had not called it yet; look at "
+                         "the other processes")
+            continue
         # Source lines of the graded package only: a stack file is written by graded code, and
         # could name any file the grader can read (the hidden tests).
         source = _source_line(m["file"], int(m["line"])) if inside else ""

@@ -1,0 +1,124 @@
+"""The published figures: every table of measurements in the docs, written from the results the
+benchmark scripts stored in ``docs/figures/``, never typed by hand.
+
+    python benchmarks/publish.py           # rewrite each figure's block in the docs
+    python benchmarks/publish.py --check   # exit 1, naming them, if a block differs
+
+A figure's block in a document is the text between ``<!-- figure NAME -->`` and
+``<!-- /figure -->``; NAME is a renderer below, fed by ``docs/figures/NAME.json``. A benchmark
+stores its results there (``parakit bench --out DIR`` writes ``DIR/bench.json``;
+``benchmarks/feedback_times.py --json docs/figures/feedback.json``), then this script
+publishes them. ``tests/test_docs.py`` runs the check: a table edited by hand, or results
+stored and not published, fail the kit's tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(KIT))  # run as a script from anywhere
+
+from parakit.bench import report  # noqa: E402
+
+FIGURES = KIT / "docs" / "figures"
+DOCS = [KIT / "README.md", *sorted((KIT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- figure ([\w-]+) -->\n)(.*?)(<!-- /figure -->)", re.S)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def feedback(data: dict) -> str:
+    """How long each audience waits: a table of medians (benchmarks/feedback_times.py)."""
+    m = data["machine"]
+    lines = ["| command | runs | median | range |", "|---|---:|---:|---:|"]
+    for row in data["commands"]:
+        secs = row["seconds"]
+        lines.append(f"| `{row['command']}` ({row['who']}) | {len(secs)} | "
+                     f"**{_minutes(sorted(secs)[len(secs) // 2])}** | "
+                     f"{_minutes(min(secs))} - {_minutes(max(secs))} |")
+    lines.append("")
+    lines.append(f"({m['cpus']} CPUs, Python {m['python']}, {m['date']}; "
+                 "`python benchmarks/feedback_times.py` wrote it)")
+    return "\n".join(lines) + "\n"
+
+
+def feedback_selftests(data: dict) -> str:
+    """One sentence on the kit's own tests, for the README and grading.md."""
+    row = next((r for r in data["commands"] if r["command"].startswith("pytest tests")), None)
+    if row is None:
+        return "(not measured)\n"
+    secs = row["seconds"]
+    return (f"`{row['command']}` took {_minutes(sorted(secs)[len(secs) // 2])} on "
+            f"{data['machine']['cpus']} cores ({data['machine']['date']}).\n")
+
+
+RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "bench": ("bench", report.markdown),  # parakit bench --repeat 5: its bench.json
+    "feedback": ("feedback", feedback),
+    "feedback-selftests": ("feedback", feedback_selftests),
+}
+
+
+def render(name: str, figures: Path = FIGURES) -> str:
+    """The block of figure ``name``, from its stored results; KeyError says why not."""
+    if name not in RENDERERS:
+        raise KeyError(f"no figure called {name!r} (known: {', '.join(RENDERERS)})")
+    source, function = RENDERERS[name]
+    path = figures / f"{source}.json"
+    try:
+        return function(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise KeyError(f"figure {name}: cannot read its results {path} ({exc})") from None
+
+
+def publish(check: bool = False, docs: list[Path] = DOCS,
+            figures: Path = FIGURES) -> tuple[list[str], list[str]]:
+    """Rewrite (with ``check``, only compare) every figure block of ``docs``: (the blocks
+    that were not their results', the blocks that could not be made), as 'FILE: ...'."""
+    stale: list[str] = []
+    broken: list[str] = []
+    for doc in docs:
+        text = doc.read_text()
+
+        def replace(m: re.Match, doc: Path = doc) -> str:
+            try:
+                fresh = render(m.group(2), figures)
+            except KeyError as exc:
+                broken.append(f"{doc.name}: {exc.args[0]}")
+                return m.group(0)
+            if fresh != m.group(3):
+                stale.append(f"{doc.name}: figure {m.group(2)} is not what "
+                             f"{RENDERERS[m.group(2)][0]}.json holds")
+            return m.group(1) + fresh + m.group(4)
+
+        new = BLOCK.sub(replace, text)
+        if not check and new != text:
+            doc.write_text(new)
+    return stale, broken
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if a figure's block is not its results'")
+    args = parser.parse_args()
+    stale, broken = publish(check=args.check)
+    for line in broken + (stale if args.check else []):
+        print(line, file=sys.stderr)
+    if not args.check:
+        print(f"published {len(stale)} figure block(s) that had changed", file=sys.stderr)
+    elif stale:
+        print("publish them with: python benchmarks/publish.py", file=sys.stderr)
+    return 1 if broken or (args.check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
