@@ -23,17 +23,15 @@ may have written one).
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import json
 import os
-import re
 import signal
-import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from parakit.controller.session.pictures import PICTURE_BYTES, with_pictures
 
 HIDDEN_POINTS = "hidden_points.json"  # in a release's grader/: points graded by hidden tests
 
@@ -107,54 +105,13 @@ def readable(results: list[TestResult]) -> list[tuple[str, str]]:
     return out
 
 
-# Pictures embedded in Gradescope's results (base64 PNG in a test's html output), in all: a
-# results.json stays well within what Gradescope takes; pictures beyond are named, not shown.
-PICTURE_BYTES = 1_500_000
-PICTURE = re.compile(r"(/[^\s:]+/([\w.\-]+\.png))")  # a picture's path in a failure message
-
-
-def picture_bytes(path: str, folder: Path | None) -> bytes | None:
-    """The PNG at ``path`` if it is a plain file in the grader's pictures ``folder`` (graded
-    code runs as the same user and could leave a link there, to a file it must not show)."""
-    if folder is None or Path(path).parent != Path(folder):
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
-        data = f.read(PICTURE_BYTES + 1)
-    return data if data.startswith(b"\x89PNG") and len(data) <= PICTURE_BYTES else None
-
-
-def _with_pictures(message: str, folder: Path | None, budget: list[int]) -> str | None:
-    """``message`` as html with the pictures it names shown in it (while ``budget[0]`` bytes
-    last), or None when it names none that can be shown."""
-    shown, parts = 0, []
-    for path, name in dict.fromkeys(PICTURE.findall(message)):
-        data = picture_bytes(path, folder)
-        if data is None or len(data) * 4 // 3 > budget[0]:
-            parts.append(f"<p>{html.escape(name)}: not shown here (too large, or missing)</p>")
-            continue
-        budget[0] -= len(data) * 4 // 3
-        shown += 1
-        parts.append(f"<p>{html.escape(name)}:</p><img alt=\"{html.escape(name)}\" "
-                     f"src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">")
-    if not shown:
-        return None
-    text = PICTURE.sub(lambda m: f"{m.group(2)} (below)", message)
-    return f"<pre>{html.escape(text)}</pre>" + "".join(parts)
-
-
 def gradescope(results: list[TestResult], execution_time: float,
                hidden_visibility: str = "after_published", output: str = "",
                pictures: Path | None = None) -> dict:
     """Gradescope's ``results.json``; the failures that name pictures in ``pictures`` show
     them (``output_format`` html)."""
     score, _ = _total(results)
-    budget = [PICTURE_BYTES]
+    budget = [PICTURE_BYTES]  # what is left to embed, shared by the tests
     data = {
         "score": score,
         "execution_time": round(execution_time, 3),
@@ -174,7 +131,7 @@ def gradescope(results: list[TestResult], execution_time: float,
         } for r, (number, name) in zip(results, readable(results), strict=True)],
     }
     for test in data["tests"]:
-        shown = _with_pictures(test["output"], pictures, budget) if test["output"] else None
+        shown = with_pictures(test["output"], pictures, budget) if test["output"] else None
         if shown is not None:
             test["output"], test["output_format"] = shown, "html"
     return data

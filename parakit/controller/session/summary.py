@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from parakit.controller.session.reports import PICTURE
+from parakit.controller.session.pictures import PICTURE
 
 SUMMARY_BYTES = 900_000  # GitHub's limit is 1 MiB a step
 
