@@ -32,7 +32,8 @@ BLOCK = re.compile(r"(<!-- figure ([\w-]+) -->\n)(.*?)(<!-- /figure -->)", re.S)
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.1f} s"
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60} s" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def feedback(data: dict) -> str:
@@ -50,20 +51,9 @@ def feedback(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def feedback_selftests(data: dict) -> str:
-    """One sentence on the kit's own tests, for the README and grading.md."""
-    row = next((r for r in data["commands"] if r["command"].startswith("pytest tests")), None)
-    if row is None:
-        return "(not measured)\n"
-    secs = row["seconds"]
-    return (f"`{row['command']}` took {_minutes(sorted(secs)[len(secs) // 2])} on "
-            f"{data['machine']['cpus']} cores ({data['machine']['date']}).\n")
-
-
 RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "bench": ("bench", report.markdown),  # parakit bench --repeat 5: its bench.json
     "feedback": ("feedback", feedback),
-    "feedback-selftests": ("feedback", feedback_selftests),
 }
 
 

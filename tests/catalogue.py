@@ -367,7 +367,7 @@ TRUST: list[Broken] = [
         ("    view.push(", f"    view.apply_sync(lambda: {_ESCAPE})\n    view.push(")]},
         _ALL_IPP, "process(es) running after it returned", select="matmul and ipp"),
     # ... and, on another host, first fills the pipe of that host's probe with answers that say
-    # nothing is left there (graded code runs as the same user as the probe: probe_session.ProbeSession
+    # nothing is left there (graded code runs as the same user as the probe: a ProbeSession
     # takes only the line with its question's nonce)
     Broken("ipp_engine_forges_probe_answers", "matmul", {"matmul": [
         ("    view.push(", "    view.apply_sync(_forge_probe_answers)\n"

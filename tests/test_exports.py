@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from parakit import sandbox
 from parakit.classroom import exports
 from tests.helpers import KIT
 
@@ -125,3 +126,27 @@ def test_parakit_grade_grades_what_it_can_and_names_the_rest(tmp_path):
     assert rows["carol"]["total"] == "0" and "not a readable zip archive" in rows["carol"]["errors"]
     # messages name the submission, not the temporary copy it was graded from
     assert "score: alice" in (out / "alice" / "output.txt").read_text()
+
+
+@pytest.mark.long(20)
+@pytest.mark.skipif(bool(sandbox.unavailable()), reason=sandbox.unavailable() or "sandbox")
+def test_a_grading_cannot_read_the_other_unpacked_submissions(tmp_path):
+    zips, out = tmp_path / "lms", tmp_path / "out"
+    zips.mkdir()
+    nosy = _package(tmp_path / "a")
+    hello = nosy / "hello.py"
+    bob = out / ".unpacked" / "bob" / "hello.py"
+    hello.write_text(hello.read_text().replace(
+        "def greeting(comm: MPI.Comm) -> str:\n",
+        "def greeting(comm: MPI.Comm) -> str:\n"
+        f"    if __import__('os').path.exists({str(bob)!r}):\n"
+        "        raise RuntimeError('read another student')\n"))
+    _zip(nosy, zips / "alice.zip")
+    _zip(_package(tmp_path / "b"), zips / "bob.zip")
+    done = subprocess.run([sys.executable, "-m", "parakit.cli", "grade", str(zips), "--out",
+                           str(out), "-k", "hello and greeting and P1"],
+                          cwd=KIT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert bob.exists()  # there for the instructor, not for alice's code
+    rows = {r["submission"]: r for r in csv.DictReader(open(out / "gradebook.csv"))}
+    assert rows["alice"]["failed"] == "0", (out / "alice" / "output.txt").read_text()[-2000:]

@@ -131,8 +131,12 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
         if sandboxed:
             records = record_path(outdir).parent  # the class's records: not its to read
             records.mkdir(exist_ok=True)
-            cmd = sandbox.wrap(cmd, write=[outdir], read=[work], hide=[*others, records],
-                               privileged=run_as)
+            # nor the class's unpacked archives and commits (parakit.classroom.exports): its
+            # own is the staged copy
+            staged_class = [d for d in (outdir.parent / ".unpacked", outdir.parent / ".commits")
+                            if d.is_dir()]
+            cmd = sandbox.wrap(cmd, write=[outdir], read=[work],
+                               hide=[*others, records, *staged_class], privileged=run_as)
         with open(outdir / "output.txt", "wb") as log:
             proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
