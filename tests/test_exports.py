@@ -53,8 +53,13 @@ def test_a_folder_of_zips_each_its_own_submission(tmp_path):
     evil = zips / "dave.zip"
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("../../outside.py", "print('escaped')")
-    found = {s.name: s for s in exports.gather([zips], tmp_path / "out")}
-    assert set(found) == {"alice", "bob_smith", "carol", "dave"}
+    other = tmp_path / "late"
+    other.mkdir()
+    _zip(_package(tmp_path / "a2", greeting="Hi"), other / "alice.zip")  # another alice
+    found = {s.name: s for s in exports.gather([zips, other / "alice.zip"], tmp_path / "out")}
+    assert set(found) == {"alice", "alice-2", "bob_smith", "carol", "dave"}
+    assert "Hi from" in (found["alice-2"].path / "hello.py").read_text()  # each its own files
+    assert "Hello from" in (found["alice"].path / "hello.py").read_text()
     assert (found["alice"].path / "hello.py").is_file()
     assert found["bob_smith"].path.name == "hw3"  # its package is hw3/student
     assert found["carol"].path is None and "not a readable zip archive" in found["carol"].error

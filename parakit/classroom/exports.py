@@ -33,6 +33,7 @@ MODULES = ("hello.py", "matmul.py", "mandelbrot.py", "wordcount.py")
 ARCHIVE_BYTES = 200 * 2**20  # unpacked, per archive: a submission is a few kB
 ARCHIVE_FILES = 10_000
 GRADESCOPE = "submission_metadata.yml"
+UNPACKED, COMMITS = ".unpacked", ".commits"  # under the class's output: what was staged
 
 
 @dataclass
@@ -57,7 +58,10 @@ def parse_deadline(text: str) -> datetime:
 def gather(inputs: Sequence[str | Path], staging: Path,
            deadline: datetime | None = None) -> list[Submission]:
     """The submissions of ``inputs``, with names unique and safe as folder names; archives
-    and commits unpacked under ``staging``."""
+    and commits unpacked afresh under ``staging`` (what an earlier grading unpacked there is
+    removed first)."""
+    for old in (UNPACKED, COMMITS):
+        shutil.rmtree(staging / old, ignore_errors=True)
     found: list[Submission] = []
     for item in inputs:
         found += _expand(Path(item), staging, deadline)
@@ -82,7 +86,7 @@ def _expand(path: Path, staging: Path, deadline: datetime | None) -> list[Submis
         if path.suffix.lower() != ".zip":
             return [Submission(name, None, f"{path}: neither a folder nor a zip archive")]
         try:
-            unpacked = _unzip(path, staging / ".unpacked" / name)
+            unpacked = _unzip(path, _fresh(staging / UNPACKED, name))
         except ValueError as exc:
             return [Submission(name, None, f"{path.name}: {exc}")]
         if (unpacked / GRADESCOPE).is_file():
@@ -120,8 +124,18 @@ def _checked(sub: Submission) -> Submission:
                       f"{', '.join(MODULES)} at its top")
 
 
+def _fresh(parent: Path, name: str) -> Path:
+    """A new, empty folder ``parent/name`` (``name-2``... if two inputs share a name)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    dest, i = parent / name, 2
+    while dest.exists():
+        dest, i = parent / f"{name}-{i}", i + 1
+    dest.mkdir()
+    return dest
+
+
 def _unzip(archive: Path, dest: Path) -> Path:
-    """``archive`` unpacked into ``dest`` (made afresh); ValueError for an archive that is
+    """``archive`` unpacked into the empty folder ``dest``; ValueError for an archive that is
     broken, too large, or has a member that would land outside ``dest`` or is a link."""
     try:
         with zipfile.ZipFile(archive) as z:
@@ -136,8 +150,6 @@ def _unzip(archive: Path, dest: Path) -> Path:
                     raise ValueError(f"its member {m.filename!r} would be written outside it")
                 if (m.external_attr >> 16) & 0o170000 == 0o120000:
                     raise ValueError(f"its member {m.filename!r} is a symbolic link")
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True)
             z.extractall(dest)
     except (zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"not a readable zip archive ({exc})") from None
@@ -185,9 +197,7 @@ def _at_deadline(repo: Path, name: str, staging: Path, deadline: datetime) -> Su
             why = found.stderr.strip().splitlines()[-1:] or ["it has none"]
             return Submission(name, None, f"no commit before the deadline "
                               f"{deadline.isoformat()} ({why[0]})")
-        dest = staging / ".commits" / name
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
+        dest = _fresh(staging / COMMITS, name)
         archive = git("archive", "--format=tar", commit)
         if archive.returncode:
             return Submission(name, None, f"git archive {commit[:12]} failed: "

@@ -22,6 +22,7 @@ import psutil
 
 from parakit import KIT_ROOT as KIT
 from parakit import sandbox
+from parakit.classroom import exports
 from parakit.controller.processes import proctree
 from parakit.controller.session import reports
 
@@ -133,8 +134,8 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
             records.mkdir(exist_ok=True)
             # nor the class's unpacked archives and commits (parakit.classroom.exports): its
             # own is the staged copy
-            staged_class = [d for d in (outdir.parent / ".unpacked", outdir.parent / ".commits")
-                            if d.is_dir()]
+            staged_class = [d for d in (outdir.parent / exports.UNPACKED,
+                                        outdir.parent / exports.COMMITS) if d.is_dir()]
             cmd = sandbox.wrap(cmd, write=[outdir], read=[work],
                                hide=[*others, records, *staged_class], privileged=run_as)
         with open(outdir / "output.txt", "wb") as log:
