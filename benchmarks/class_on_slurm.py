@@ -96,7 +96,8 @@ def main() -> int:
     keys = ("total", "failed", "errors")
     differ = [n for n in alone if tuple(alone[n][k] for k in keys)
               != tuple(array.get(n, {}).get(k) for k in keys)]
-    result = {"size": len(klass), "nodes": args.nodes, "cores": os.cpu_count(), "k": args.k,
+    result = {"date": time.strftime("%Y-%m-%d"), "size": len(klass), "nodes": args.nodes,
+              "cores": os.cpu_count(), "k": args.k,
               "array_wall_s": round(array_s, 1), "one_by_one_wall_s": round(alone_s, 1),
               "same_gradebook": not differ, "differ": differ, **costs,
               "graded_seconds_median": statistics.median(float(r["seconds"])

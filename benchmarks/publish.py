@@ -51,9 +51,66 @@ def feedback(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def worst_case(data: dict) -> str:
+    """A submission in which every function hangs, per condition (benchmarks/worst_case.py)."""
+    lines = ["| condition | wall time | peak memory | score | failed tests | processes left |",
+             "|---|---:|---:|---|---:|---:|"]
+    for name, c in data["conditions"].items():
+        peak = f"{c['peak_mib']} MiB" if c["peak_mib"] else "(not measured)"
+        lines.append(f"| {name} | **{_minutes(c['seconds'])}** | {peak} | {c['score']} | "
+                     f"{c['failed']} of {c['tests']} | {c['left']} |")
+    lines += ["", f"({data['cpus']} CPUs, {data['date']}, grader options: "
+              f"{' '.join(data['options'])}; `python benchmarks/worst_case.py` wrote it)"]
+    return "\n".join(lines) + "\n"
+
+
+def class_on_slurm(data: dict) -> str:
+    """A class as one job array against one by one (benchmarks/class_on_slurm.py)."""
+    same = "**yes**" if data["same_gradebook"] else f"**no**: {', '.join(data['differ'])}"
+    rows = [("submissions", str(data["size"])),
+            ("the same gradebook (points and failed tests of each)", same),
+            ("one by one, wall time", f"{_minutes(data['one_by_one_wall_s'])} (median grading "
+             f"{data['graded_seconds_median']:.1f} s)"),
+            ("the array, wall time", f"{_minutes(data['array_wall_s'])} (a task's median "
+             f"{data['elapsed_median_s']:g} s by Slurm's accounting)"),
+            ("Slurm's cost per task (its elapsed time less its grading's own seconds)",
+             f"{data['overhead_per_task_s']:g} s"),
+            ("from submitting to the first task's start", f"{data['first_start_s']:g} s")]
+    lines = ["| what | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), "",
+             f"({data['nodes']} nodes of this machine's {data['cores']} cores, {data['date']}, "
+             f"`-k \"{data['k']}\"`; `python benchmarks/class_on_slurm.py` wrote it)"]
+    return "\n".join(lines) + "\n"
+
+
+def stability(data: dict) -> str:
+    """The reference and the balance entries graded again and again in each condition
+    (benchmarks/stability.py)."""
+    lines = ["| condition | reference gradings at full marks | seconds a grading, median / max "
+             "| peak memory | entries with their expected verdicts |",
+             "|---|---|---:|---:|---|"]
+    for name, row in data["conditions"].items():
+        secs = sorted(row["seconds"])
+        good = sum(g for g, _ in row["entries"].values())
+        runs = sum(n for _, n in row["entries"].values())
+        lost = "; lost: " + ", ".join(f"{t} {n}x" for t, n in row["lost"].items()) \
+            if row["lost"] else ""
+        peak = f"{row['peak_mib']} MiB" if row["peak_mib"] else ""
+        lines.append(f"| {name} | **{row['full']} of {row['gradings']}**{lost} | "
+                     f"{secs[len(secs) // 2]:.1f} / {secs[-1]:.1f} | {peak} | "
+                     f"**{good} of {runs}** |")
+    r = data["runs"]
+    lines += ["", f"({data['cpus']} CPUs, {data['date']}; `--idle-runs {r['idle']} --runs "
+              f"{r['other']} --entry-runs {r['entries']}`; `python benchmarks/stability.py` "
+              "wrote it)"]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "bench": ("bench", report.markdown),  # parakit bench --repeat 5: its bench.json
     "feedback": ("feedback", feedback),
+    "worst-case": ("worst-case", worst_case),
+    "class-on-slurm": ("class-on-slurm", class_on_slurm),
+    "stability": ("stability", stability),
 }
 
 

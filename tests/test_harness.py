@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -298,3 +299,30 @@ def test_graded_jobs_wait_cheaply_the_bench_does_not(tmp_path, monkeypatch):
                          "MPIR_CVAR_ENABLE_HEAVY_YIELD": 1, "tmp": 1}
     assert child_env()["MPIR_CVAR_CH4_PROGRESS_THROTTLE"] == "0"  # the bench's environment
     assert set(MPICH_IDLE) >= {"MPIR_CVAR_CH4_PROGRESS_THROTTLE"}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0
+                    or shutil.which("unshare") is None, reason="PID namespaces need Linux, root")
+def test_orphans_are_swept_only_in_this_pid_namespace():
+    """A grading in another PID namespace (a container, a Slurm node's simulated host) tags its
+    processes with its own pid, a number that may not exist here: never taken for an orphan."""
+    dead = 4_000_000  # above any pid_max: no process has it here
+    tag = f"{proctree.OWNER_VAR}={dead}"
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    here = subprocess.Popen(["env", tag, *sleep])
+    there = subprocess.Popen(["unshare", "--pid", "--fork", "env", tag, *sleep])
+    inner = None
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not psutil.Process(there.pid).children():
+            time.sleep(0.05)
+        [inner] = psutil.Process(there.pid).children()
+        swept = {p.pid for p in proctree.sweep_orphans()}
+        assert here.pid in swept  # its owner is gone: an orphan of this namespace
+        assert inner.pid not in swept and inner.is_running()
+    finally:
+        if inner is not None and inner.is_running():
+            inner.kill()
+        for proc in (here, there):
+            proc.kill()
+            proc.wait()

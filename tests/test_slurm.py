@@ -35,15 +35,15 @@ ENTRIES = ("matmul_mpi_deadlock", "mpi_segfault", "pool_leaks_and_patches_checks
 GRADING = ["-k", "matmul", "--workers", "2", "--call-timeout", "5", "--hang-budget", "15"]
 
 
-def _cluster(tmp_path_factory, **options):
-    """A cluster of three nodes for the module, stopped after it with nothing left."""
+def _cluster(tmp_path_factory, nodes: int = 3, **options):
+    """A cluster of ``nodes`` nodes for the module, stopped after it with nothing left."""
     why = slurm_cluster.unavailable() or (options.get("hosts") and simcluster.unavailable())
     if why:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Slurm tests: {why}")
         pytest.skip(why)
     began = time.time()
-    cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), nodes=3, cpus=2,
+    cluster = slurm_cluster.Cluster(tmp_path_factory.mktemp("slurm"), nodes=nodes, cpus=2,
                                     **options)
     cluster.start()
     try:
@@ -61,6 +61,12 @@ def _cluster(tmp_path_factory, **options):
 def slurm(tmp_path_factory):
     """Three slurmd "nodes" of this machine."""
     yield from _cluster(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory):
+    """A cluster of one node."""
+    yield from _cluster(tmp_path_factory, nodes=1)
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +277,21 @@ def test_a_rank_that_escapes_on_another_node_is_caught_there(nodes, tmp_path):
     assert failed and all("running after it returned" in m and "on node2" in m
                           for m in failed.values()), output[-4000:]
     assert nothing_left_on(nodes) == {}
+
+
+@pytest.mark.long(20)
+def test_the_grader_in_a_one_node_allocation_keeps_its_ranks_as_its_own(one_node, tmp_path):
+    """``pytest grader`` in a batch job: MPICH's mpiexec starts the ranks itself (fork), as the
+    grader's descendants, never as job steps (Slurm's variables are not passed on): the CPU
+    rule sees them (the trace test passes) and nothing is left."""
+    xml = tmp_path / "junit.xml"
+    state, output = one_node.batch(
+        f"{sys.executable} -m pytest grader -p no:cacheprovider --junitxml={xml} "
+        "--target reference -k 'hello or matmul and mpi'", "-N", "1", "-n", "2", "-D", str(KIT))
+    assert state == "COMPLETED", output[-4000:]
+    results = junit_results(xml)
+    assert results and all(r[0] == "passed" for r in results.values()), output[-4000:]
+    assert "test_matmul_parallel[mpi]" in results  # its CPU rule: the ranks measured from outside
+    steps = one_node.client(["sacct", "-n", "-P", "-o", "JobID", "-s", "COMPLETED,FAILED"])
+    assert not [line for line in steps.stdout.split() if line.split(".")[-1].isdigit()], \
+        steps.stdout  # the batch step only: no rank was started through srun

@@ -61,7 +61,7 @@ class Graded:
         """Kept beside the report folders: a class graded elsewhere (a Slurm node) is read
         back, and resumed, from these."""
         path = record_path(self.reportdir)
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**asdict(self), "reportdir": str(self.reportdir)}))
         tmp.replace(path)

@@ -231,11 +231,14 @@ def end_all(owner: str, since: float | None = None) -> None:
 
 
 def sweep_orphans() -> list[psutil.Process]:
-    """Kill processes left by an earlier grading session whose owner has died."""
+    """Kill processes left by an earlier grading session whose owner has died. Only in this
+    process's PID namespace: an owner's pid is a number of its own namespace, and a grading in
+    another (a container, a simulated host, a Slurm node's) is alive whatever pid it names."""
     orphans = []
+    mine = _pid_namespace(os.getpid())
     for proc in psutil.process_iter(["uids"]):
         try:
-            if not _ours(proc.info["uids"]):
+            if not _ours(proc.info["uids"]) or _pid_namespace(proc.pid) != mine:
                 continue
         except (psutil.Error, KeyError):
             continue
@@ -244,3 +247,11 @@ def sweep_orphans() -> list[psutil.Process]:
             orphans.append(proc)
     terminate(orphans)
     return orphans
+
+
+def _pid_namespace(pid: int) -> str | None:
+    """The PID namespace a process is in (Linux); None where it cannot be told."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
