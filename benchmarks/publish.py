@@ -51,14 +51,18 @@ def feedback(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+CONDITIONS = {"idle": "idle", "busy": "busy (two loops beside it)", "one-cpu": "one CPU",
+              "half-cpu": "half a CPU, 768 MiB", "jobs-2": "`--jobs 2` (two at once)"}
+
+
 def worst_case(data: dict) -> str:
     """A submission in which every function hangs, per condition (benchmarks/worst_case.py)."""
     lines = ["| condition | wall time | peak memory | score | failed tests | processes left |",
              "|---|---:|---:|---|---:|---:|"]
     for name, c in data["conditions"].items():
-        peak = f"{c['peak_mib']} MiB" if c["peak_mib"] else "(not measured)"
-        lines.append(f"| {name} | **{_minutes(c['seconds'])}** | {peak} | {c['score']} | "
-                     f"{c['failed']} of {c['tests']} | {c['left']} |")
+        peak = f"{c['peak_mib']} MiB" if c["peak_mib"] else "(no cgroup to read)"
+        lines.append(f"| {CONDITIONS.get(name, name)} | **{_minutes(c['seconds'])}** | "
+                     f"{peak} | {c['score']} | {c['failed']} of {c['tests']} | {c['left']} |")
     lines += ["", f"({data['cpus']} CPUs, {data['date']}, grader options: "
               f"{' '.join(data['options'])}; `python benchmarks/worst_case.py` wrote it)"]
     return "\n".join(lines) + "\n"
@@ -95,8 +99,9 @@ def stability(data: dict) -> str:
         lost = "; lost: " + ", ".join(f"{t} {n}x" for t, n in row["lost"].items()) \
             if row["lost"] else ""
         peak = f"{row['peak_mib']} MiB" if row["peak_mib"] else ""
-        lines.append(f"| {name} | **{row['full']} of {row['gradings']}**{lost} | "
-                     f"{secs[len(secs) // 2]:.1f} / {secs[-1]:.1f} | {peak} | "
+        lines.append(f"| {CONDITIONS.get(name, name)} | **{row['full']} of "
+                     f"{row['gradings']}**{lost} | {secs[len(secs) // 2]:.1f} / {secs[-1]:.1f} | "
+                     f"{peak} | "
                      f"**{good} of {runs}** |")
     r = data["runs"]
     lines += ["", f"({data['cpus']} CPUs, {data['date']}; `--idle-runs {r['idle']} --runs "
