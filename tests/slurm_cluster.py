@@ -122,18 +122,31 @@ class Cluster:
         return {"SLURM_CONF": str(self.conf)}
 
     # -- start -------------------------------------------------------------------------
-    def start(self, timeout: float = 60) -> Cluster:
+    def start(self, timeout: float = 60, attempts: int = 3) -> Cluster:
+        """Start every daemon; again on fresh ports (up to ``attempts`` times) if a port chosen
+        free was taken before its daemon bound it (by another cluster or test starting beside
+        this one)."""
         why = unavailable()
         if why:
             raise RuntimeError(why)
-        for sub in ("log", "state", "spool", "db"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, attempts + 1):
+            for sub in ("log", "state", "spool", "db"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            for old in (self.root / "log").iterdir():  # this attempt's logs only
+                old.unlink()
+            try:
+                self._start(timeout)
+                return self
+            except BaseException as exc:
+                self.stop()
+                if not (isinstance(exc, RuntimeError) and attempt < attempts
+                        and self._port_was_taken()):
+                    raise
         return self
+
+    def _port_was_taken(self) -> bool:
+        return any("Address already in use" in log.read_text(errors="replace")
+                   for log in (self.root / "log").iterdir() if log.is_file())
 
     def _start(self, timeout: float) -> None:
         mysql, dbd, ctld, *node_ports = _free_ports(3 + self.nodes)

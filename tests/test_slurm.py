@@ -48,6 +48,9 @@ def _cluster(tmp_path_factory, nodes: int = 3, **options):
     cluster.start()
     try:
         yield cluster
+        deadline = time.monotonic() + 60  # a job's steps end a moment after it (COMPLETING)
+        while cluster.jobs() and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert not cluster.jobs()
     finally:
         daemons = [p.pid for p in cluster.procs]
