@@ -102,8 +102,10 @@ def gradebook(out: Path) -> dict[str, tuple]:
 
 @pytest.mark.long(90)
 def test_a_class_as_a_job_array_gets_the_gradebook_of_one_by_one(slurm, klass, tmp_path):
+    # two tasks at once on two cores (each a sandbox, an ipyparallel cluster, up to two ranks),
+    # beside the other half of the kit's tests: three at once starved a hub past 120 s in CI
     array = parakit("grade", *map(str, klass), "--slurm", "--out", str(tmp_path / "array"),
-                    "--partition", "debug", "--time", "10",
+                    "--partition", "debug", "--time", "10", "--max-running", "2",
                     *(f"--pytest-arg={a}" for a in GRADING), env=slurm.env)
     assert array.returncode == 0, array.stderr[-3000:]
     assert "submitted 5 task(s) as Slurm job array" in array.stderr
