@@ -23,7 +23,9 @@ class Broken:
     exercise: str  # the exercise whose tests it breaks (validate grades only those)
     edits: Edits
     fails: tuple[str, ...]  # substrings of test names that must fail
-    words: str  # what the first line of each such failure says
+    # what the first line of each such failure says; a tuple: any one of them (where two of
+    # the grader's rules each catch the defect, and the machine's load decides which speaks)
+    words: str | tuple[str, ...]
     slow: bool = field(default=False)  # hangs: costs a call timeout per job
     select: str = ""  # -k expression of the tests to run (default: the exercise)
     detail: str = ""  # words at least one failure must contain (e.g. the stack of a hang)
@@ -37,6 +39,11 @@ class Broken:
     @property
     def keyword(self) -> str:
         return self.select or self.exercise
+
+    def says(self, message: str) -> bool:
+        """Whether ``message`` has the words this entry's failures must say."""
+        words = (self.words,) if isinstance(self.words, str) else self.words
+        return any(w in message for w in words)
 
     def build(self, parent: Path) -> Path:
         """Write the broken package to ``parent/<name>``; return its path."""
@@ -815,8 +822,10 @@ MANDELBROT: list[Broken] = [
            "did not run in the workers", select="mandelbrot and pool and balanced"),
     *(Broken(name, "mandelbrot", _redefine(code),
              (f"test_mandelbrot_trace[{b}-balanced]", f"{_MANDEL_BALANCE}[{b}-balanced]"),
-             "did not run in the workers", select=f"mandelbrot and {b} and balanced",
-             workers=4)
+             # the CPU rule's sum of CPU beyond the claims, or, where heavy load lets rank 0
+             # wait long enough to hide it in its allowance, its agreement per worker
+             ("did not run in the workers", "records written or rewritten for other workers"),
+             select=f"mandelbrot and {b} and balanced", workers=4)
       for name, b, code in (("mpi_balanced_rank0_works", "mpi", MPI_RANK0_WORKS),
                             ("mpi_balanced_rank0_works_others_burn", "mpi",
                              MPI_RANK0_WORKS_OTHERS_BURN),

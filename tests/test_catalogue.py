@@ -29,7 +29,7 @@ def test_broken_submission_is_caught(tmp_path, broken: Broken):
         f"failed but should pass: {sorted(set(failed) - expected)}; passed but should fail: "
         f"{sorted(expected - set(failed))}\n{run.output[-3000:]}")
     for name, message in failed.items():
-        assert name in maybe or broken.words in message, (name, message[:2000])
+        assert name in maybe or broken.says(message), (name, message[:2000])
         assert "Traceback (most recent call last)" not in message.split("---")[0], message
     for message in failed.values():  # a picture named in a message is there
         for picture in re.findall(r"(?:work over time|picture): (\S+\.png)", message):
