@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -110,12 +111,40 @@ def stability(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _spread(values: list[float]) -> str:
+    """min / median / max, or the one value where they are all the same."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} / {mid:.2f} / {high:.2f}"
+
+
+def balance(data: dict) -> str:
+    """The measures behind the Mandelbrot balance rule, scheme by scheme, one table per
+    condition (benchmarks/balance_distributions.py)."""
+    lines = []
+    for name, schemes in data["conditions"].items():
+        lines += [f"**{CONDITIONS.get(name, name)}**", "",
+                  "| scheme | R_work | longest wait | R_finish | crowded | largest piece | late "
+                  "| batches split alike | batches passing |",
+                  "|---|---|---|---|---|---|---|---:|---:|"]
+        for scheme, row in schemes.items():
+            cells = [_spread(row[c]) for c in ("R_work", "max wait", "R_finish", "crowded",
+                                               "piece", "late")]
+            lines.append(f"| {scheme} | " + " | ".join(cells) + f" | {row['fixed']} of "
+                         f"{row['batches']} | **{row['passing']} of {row['batches']}** |")
+        lines.append("")
+    lines.append(f"(min / median / max over {data['runs']} runs at P={data['workers']}, "
+                 f"{data['cpus']} CPUs, {data['date']}; `python "
+                 "benchmarks/balance_distributions.py` wrote it)")
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "bench": ("bench", report.markdown),  # parakit bench --repeat 5: its bench.json
     "feedback": ("feedback", feedback),
     "worst-case": ("worst-case", worst_case),
     "class-on-slurm": ("class-on-slurm", class_on_slurm),
     "stability": ("stability", stability),
+    "balance": ("balance", balance),
 }
 
 

@@ -18,7 +18,7 @@ def test_the_published_figures_are_their_results():
     stale, broken = publish.publish(check=True)
     assert broken == [] and stale == [], "\n".join(broken + stale)
     blocks = [m.group(2) for doc in publish.DOCS for m in publish.BLOCK.finditer(doc.read_text())]
-    assert {"bench", "feedback", "worst-case", "class-on-slurm"} <= set(blocks)
+    assert set(publish.RENDERERS) <= set(blocks)
 
 
 def test_a_figure_edited_by_hand_is_found_and_published_again(tmp_path):
@@ -30,7 +30,7 @@ def test_a_figure_edited_by_hand_is_found_and_published_again(tmp_path):
     stale, broken = publish.publish(check=True, docs=[doc], figures=figures)
     assert stale == ["page.md: figure feedback is not what feedback.json holds"]
     assert broken == ["page.md: no figure called 'nonesuch' (known: bench, feedback, "
-                      "worst-case, class-on-slurm, stability)"]
+                      "worst-case, class-on-slurm, stability, balance)"]
     publish.publish(docs=[doc], figures=figures)  # publishing writes the results' table
     data = json.loads((figures / "feedback.json").read_text())
     assert f"`{data['commands'][0]['command']}`" in doc.read_text()
