@@ -12,8 +12,9 @@ socket of its own in DIR (so that clusters side by side do not share one), ``slu
 one ``slurmd`` per node (``slurmd -N nodeK``, each on a port of its own: several "nodes" on one
 machine). With ``hosts=True`` (``up --separate-hosts``) each slurmd runs inside a simulated host
 of its own (``tests/simcluster.py``: its hostname, /tmp, /dev/shm and process table), so that
-a job's steps on node2 see themselves on node2, as across real machines. No systemd, no
-cgroups: ``proctrack/linuxproc``, ``task/none``. Every daemon carries
+a job's steps on node2 see themselves on node2, as across real machines. No systemd;
+``proctrack/linuxproc`` (or ``up --proctrack cgroup``: each step a cgroup of the machine's v1
+hierarchy, as most clusters track steps), ``task/none``. Every daemon carries
 ``PARAKIT_SLURM=DIR`` in its environment, and so do the job steps it starts: what outlives a
 stop is found by it and ended.
 """
@@ -99,9 +100,13 @@ class Cluster:
     """``nodes`` slurmd nodes of ``cpus`` CPUs each, in partition ``debug``, under ``root``."""
 
     def __init__(self, root: Path, nodes: int = 1, cpus: int | None = None,
-                 memory_mb: int = 8000, hosts: bool = False, shared: tuple[Path, ...] = ()):
+                 memory_mb: int = 8000, hosts: bool = False, shared: tuple[Path, ...] = (),
+                 proctrack: str = "linuxproc"):
         """``hosts``: each node a simulated host, which sees ``root`` and ``shared`` (they may
-        be under /tmp) as this machine does."""
+        be under /tmp) as this machine does. ``proctrack``: ``linuxproc`` (a step is its
+        processes' parentage: a process that leaves it for init survives the step) or
+        ``cgroup`` (a step is a cgroup, v1 here: everything in it ends with the step, as on
+        most production clusters)."""
         self.root = Path(root).resolve()
         self.sim = None
         if hosts:  # the hosts' own files outside /tmp, which each host has its own of
@@ -111,7 +116,7 @@ class Cluster:
             self.sim = simcluster.SimCluster([f"node{k + 1}" for k in range(nodes)], sim_root,
                                              [self.root, *shared])
         self.nodes, self.cpus = nodes, cpus or os.cpu_count() or 1
-        self.memory_mb = memory_mb
+        self.memory_mb, self.proctrack = memory_mb, proctrack
         self.conf = self.root / "slurm.conf"
         self.names = [f"node{k + 1}" for k in range(nodes)]
         self.procs: list[subprocess.Popen] = []
@@ -202,7 +207,8 @@ class Cluster:
             "ClusterName=parakit", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={ctld}",
             "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge",
             f"AuthInfo=socket={munge}", "CredType=cred/munge",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
+            f"ProctrackType=proctrack/{self.proctrack}", "TaskPlugin=task/none",
+            "MpiDefault=none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
             "SchedulerType=sched/backfill", f"StateSaveLocation={r / 'state'}",
             f"SlurmdSpoolDir={r / 'spool' / '%n'}", f"SlurmctldPidFile={r / 'slurmctld.pid'}",
@@ -222,6 +228,10 @@ class Cluster:
                          f"CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN")
         lines.append("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
+        # read beside slurm.conf: the cgroup plugins' settings (the v1 hierarchy this machine
+        # mounts; nothing constrained, only tracked)
+        (r / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\n"
+                                       "ConstrainCores=no\nConstrainRAMSpace=no\n")
 
     def _daemon(self, name: str, cmd: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")  # noqa: SIM115  (the daemon's)
@@ -397,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--cpus", type=int, default=None)
     up.add_argument("--separate-hosts", action="store_true",
                     help="each node a simulated host (needs root; stopped with the cluster)")
+    up.add_argument("--proctrack", choices=("linuxproc", "cgroup"), default="linuxproc",
+                    help="how Slurm tracks a step's processes (cgroup: as most clusters)")
     sub.add_parser("down").add_argument("dir", type=Path)
     args = parser.parse_args(argv)
     if args.what == "install":
@@ -406,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "down":
         down(args.dir)
         return 0
-    cluster = Cluster(args.dir, args.nodes, args.cpus, hosts=args.separate_hosts)
+    cluster = Cluster(args.dir, args.nodes, args.cpus, hosts=args.separate_hosts,
+                      proctrack=args.proctrack)
     try:
         cluster.start()
     except RuntimeError as exc:

@@ -16,7 +16,7 @@ from parakit.controller.processes import proctree
 from parakit.controller.processes.hosts import Hosts, HostsError
 from parakit.controller.processes.probe import MARK
 from parakit.controller.processes.srun_shell import main as srun_main
-from parakit.controller.processes.srun_shell import srun_argv
+from parakit.controller.processes.srun_shell import srun_argv, tasks_argv
 from parakit.controller.session.backend import BackendError
 from tests.helpers import run_grader
 
@@ -64,6 +64,7 @@ def test_the_hosts_of_a_slurm_allocation_are_its_nodes_with_their_tasks(monkeypa
     assert hosts.slots == (("gpu7", 2), ("gpu8", 2), ("gpu9", 1))
     assert Path(hosts.remote_shell[0]).name == "parakit-srun-shell"
     assert hosts.placement(5) == ["gpu7", "gpu7", "gpu8", "gpu8", "gpu9"]
+    assert hosts.slurm_job == "41" and Hosts.parse("gpu7:2").slurm_job == ""
     # a remote shell of the user's own still wins
     assert Hosts.parse("slurm", remote_shell="my-shell").remote_shell == ("my-shell",)
 
@@ -86,6 +87,27 @@ def test_the_srun_shell_runs_a_command_on_a_node_as_ssh_would():
     with pytest.raises(ValueError, match="no command to run on node2"):
         srun_argv(["node2", "--"], {"SLURM_JOB_ID": "41"})
     assert srun_main(["node2"]) == 255  # ssh's status for a host it cannot reach
+
+
+def test_the_srun_shell_starts_many_tasks_as_one_step_placed_by_a_node_file(tmp_path,
+                                                                            monkeypatch):
+    # ipyparallel's MPI launcher calls it as mpiexec: MPI_CMD -n N PROGRAM...
+    nodefile = tmp_path / "engine-nodes"
+    nodefile.write_text("node1\nnode1\nnode2\n")
+    job = {"SLURM_JOB_ID": "41"}
+    argv = tasks_argv(str(nodefile), ["-n", "3", "python", "-m", "ipyparallel.engine"], job)
+    assert argv[:3] == ["srun", "--jobid=41", "--overlap"]
+    assert {"--ntasks=3", "--nodes=2", "--distribution=arbitrary"} <= set(argv)
+    assert argv[-3:] == ["python", "-m", "ipyparallel.engine"]  # no shell: srun runs it
+    with pytest.raises(ValueError, match="3 node.s. for 4 tasks"):
+        tasks_argv(str(nodefile), ["-n", "4", "x"], job)
+    with pytest.raises(ValueError, match="No such file"):
+        tasks_argv(str(tmp_path / "none"), ["-n", "1", "x"], job)
+    with pytest.raises(ValueError, match="usage"):
+        tasks_argv(str(nodefile), ["x"], job)
+    for var in ("SLURM_JOB_ID", "PARAKIT_SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert srun_main(["--tasks", str(nodefile), "-n", "1", "true"]) == 255  # as ssh would
 
 
 def test_ranks_fill_each_host_then_go_round_again():

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from parakit.controller.processes import observe, proctree, shm
-from parakit.controller.processes.hosts import Hosts
+from parakit.controller.processes.hosts import Hosts, srun_shell
 from parakit.controller.session.backend import BackendError
 from parakit.controller.session.runtime import child_env
 
@@ -103,14 +103,15 @@ class SessionCluster:
             home = self.workdir / "engine-home"  # a HOME the engines' user can write
             home.mkdir(exist_ok=True)
             os.chown(home, *self.run_as)
-            config.LocalEngineSetLauncher.environment = {**env, "HOME": str(home)}
-            config.LocalEngineSetLauncher.engine_cmd = as_user(
-                [sys.executable, "-m", "ipyparallel.engine"], *self.run_as)
+            for launcher in ("LocalEngineSetLauncher", "SrunEngineSetLauncher"):
+                config[launcher].environment = {**env, "HOME": str(home)}
+                config[launcher].engine_cmd = as_user(
+                    [sys.executable, "-m", "ipyparallel.engine"], *self.run_as)
         _write_profile(ipython_dir / "profile_parakit")
         self._begin, self._began = time.perf_counter(), time.time()
         on = f" on {self.hosts.describe()}" if self.hosts.several else ""
         self.say(f"ipyparallel: starting a cluster of {self.n} engines{on} ...")
-        where = {"engine_launcher_class": "ssh", "controller_ip": "*"} \
+        where = {"engine_launcher_class": self._remote_launcher(), "controller_ip": "*"} \
             if self.hosts.several else {}
         # --nodb: the hub keeps no task results (its default in-memory database kept every
         # result, 300 MB by the end of a grading: Gradescope's container has 768 MB in all)
@@ -222,10 +223,28 @@ class SessionCluster:
         config.SSHLauncher.poll_seconds = 10**6
         config.SSHEngineLauncher.to_send = []
         config.SSHEngineSetLauncher.environment = env
+        if self.hosts.slurm_job:  # one step of the allocation instead (``_remote_launcher``)
+            nodefile = self.workdir / "engine-nodes"
+            nodefile.write_text("\n".join(self.hosts.placement(self.n)) + "\n")
+            config.SrunEngineSetLauncher.mpi_cmd = [srun_shell(), "--tasks", str(nodefile)]
+            config.SrunEngineSetLauncher.environment = env
+
+    def _remote_launcher(self):
+        """ipyparallel's SSH launcher: each engine started in the background by a remote shell
+        that then returns. In a Slurm allocation that shell is a job step, and where Slurm
+        tracks a step by its cgroup (``proctrack/cgroup``, most clusters) whatever it started
+        ends with it: there the engines are one step of their own, in the foreground."""
+        return _srun_engines() if self.hosts.slurm_job else "ssh"
 
     def _remote_engines(self, cluster) -> list[observe.Proc]:
-        """The engines' (host, pid) as their hosts name themselves (the launcher knows the
-        pids: what its remote shell echoed)."""
+        """The engines' (host, pid) as their hosts name themselves: what the SSH launcher's
+        remote shells echoed, or, for engines started as one Slurm step, the processes of
+        ipyparallel's engine that carry this grading's tag on each host (found by probe
+        before any graded code runs on them)."""
+        if self.hosts.slurm_job:
+            found = self.hosts.probe_all("find", proctree.OWNER_VAR, str(os.getpid()))
+            return sorted((host, int(p["pid"])) for host, procs in found.items()
+                          for p in procs if "ipyparallel.engine" in p.get("cmdline", ""))
         names = self.hosts.self_names()
         return sorted((names.get(launcher.hostname, launcher.hostname), int(launcher.pid))
                       for launcher_set in cluster.engines.values()
@@ -254,12 +273,26 @@ def _write_profile(profile: Path) -> None:
 
 def _launched_pids(cluster) -> list[int]:
     """The processes ipyparallel's launchers started on this machine: the controller and each
-    engine (or the remote shell that reaches it)."""
+    engine (or the remote shell that reaches it, or the one step that runs them all)."""
     launchers = [cluster.controller] + [launcher for engine_set in cluster.engines.values()
                                         for launcher in getattr(engine_set, "launchers",
-                                                                {}).values()]
+                                                                {0: engine_set}).values()]
     return [launcher.pid for launcher in launchers
             if isinstance(getattr(launcher, "pid", None), int)]
+
+
+def _srun_engines() -> type:
+    """ipyparallel's MPI engine launcher with ``parakit-srun-shell --tasks`` for mpiexec: the
+    engines as one step of the Slurm allocation, each on its node of the placement, the step
+    in the foreground for as long as they run. They are not MPI processes (no ``--mpi``)."""
+    from ipyparallel.cluster.launcher import MPIEngineSetLauncher
+
+    class SrunEngineSetLauncher(MPIEngineSetLauncher):
+        @property
+        def program(self) -> list[str]:
+            return self.engine_cmd
+
+    return SrunEngineSetLauncher
 
 
 def _engine_processes() -> list[int]:

@@ -61,6 +61,11 @@ def _expand_counts(value: str, n: int) -> list[int]:
     return counts if len(counts) == n else [1] * n
 
 
+def srun_shell() -> str:
+    """``parakit-srun-shell``, the kit's console script beside this Python."""
+    return str(Path(sys.executable).with_name("parakit-srun-shell"))
+
+
 @dataclass(frozen=True)
 class Hosts:
     """Where ranks and engines go; empty ``slots``: this machine only."""
@@ -69,6 +74,7 @@ class Hosts:
     hostfile: str = ""  # the file they came from (mpiexec reads it itself)
     remote_shell: tuple[str, ...] = ("ssh",)
     remote_copy: tuple[str, ...] = ("scp",)  # ipyparallel fetches engine logs with it
+    slurm_job: str = ""  # the allocation's job (--hosts slurm): engines start as a step of it
     _self_names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     _sessions: dict[str, ProbeSession] = field(default_factory=dict, compare=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
@@ -112,9 +118,8 @@ class Hosts:
             raise HostsError(f"--hosts slurm: cannot list the nodes {nodes} with scontrol: "
                              f"{exc}") from None
         tasks = _expand_counts(environ.get("SLURM_TASKS_PER_NODE", ""), len(names))
-        srun_shell = Path(sys.executable).with_name("parakit-srun-shell")
         return cls(tuple(zip(names, tasks, strict=True)), "",
-                   shell or (str(srun_shell),), (str(srun_shell), "--copy"))
+                   shell or (srun_shell(),), (srun_shell(), "--copy"), job)
 
     @property
     def several(self) -> bool:
