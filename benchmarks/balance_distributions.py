@@ -117,7 +117,9 @@ def measure(runs: int, workers: int, only: list[str] | None) -> dict:
             fixed = sum(balance.fixed_split(b) for b in batches)
             row = {c: [getattr(m, attr) for m in measured] for c, attr in COLUMNS.items()}
             row.update(computing=[m.computing for m in measured], passing=passing, fixed=fixed,
-                       batches=len(batches), timed=[m.timed for m in measured])
+                       batches=len(batches), timed=[m.timed for m in measured],
+                       balances=[m.balances(not balance.fixed_split(b))  # each run on its own
+                                 for b in batches for m in b])
             found[name] = row
             print(f"{name:<28} " + " ".join(f"{_spread(row[c]):>17}" for c in COLUMNS)
                   + f" {min(row['computing']):>4}-{max(row['computing'])}    "

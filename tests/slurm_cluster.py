@@ -307,9 +307,23 @@ class Cluster:
         self.procs = []
         (self.root / "pids").unlink(missing_ok=True)
         _end_left(self.root)
+        if self.proctrack == "cgroup":
+            self._remove_cgroups()
         if self.sim is not None:
             self.sim.stop()
             shutil.rmtree(self.sim.root, ignore_errors=True)
+
+    def _remove_cgroups(self) -> None:
+        """The nodes' cgroups (``slurm_NODE`` in each v1 hierarchy, as slurmd names them where
+        several run on one machine), deepest first, once empty: the daemons leave them."""
+        for name in self.names:
+            for top in Path("/sys/fs/cgroup").glob(f"*/slurm_{name}"):
+                for d in sorted((p for p in top.rglob("*") if p.is_dir()),
+                                key=lambda p: -len(p.parts)) + [top]:
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass  # processes still in it, or not ours to remove
 
 
 def _cancel_all(conf: Path, timeout: float = 5) -> None:

@@ -15,11 +15,13 @@ test is about 0.3% (three or more misses in ten).
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
 
 from tests import conditions
+from tests.helpers import KIT
 
 SAMPLED = ("idle", "one-cpu", "half-cpu")
 REFERENCE = ("reference mpi balanced", "reference pool balanced", "reference ipp balanced")
@@ -34,11 +36,13 @@ def test_balance_verdicts_keep_their_distribution(tmp_path, condition: str):
     if why:
         pytest.skip(f"{condition}: {why}")
     out = tmp_path / "measures.json"
-    output, _, _ = conditions.run_under(condition, [
+    done = subprocess.run([
         sys.executable, "benchmarks/balance_distributions.py", "--runs", str(RUNS),
-        "--json", str(out), "--only", *REFERENCE, *CHEATS], timeout=900)
-    assert out.exists(), output[-3000:]
-    found = json.loads(out.read_text())
+        "--conditions", condition, "--json", str(out), "--only", *REFERENCE, *CHEATS],
+        cwd=KIT, capture_output=True, text=True, timeout=900)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and out.exists(), output[-3000:]
+    found = json.loads(out.read_text())["conditions"][condition]
     assert set(found) == set(REFERENCE + CHEATS), output[-3000:]
     for name, row in found.items():
         right = row["balances"] if name in REFERENCE else [not b for b in row["balances"]]

@@ -24,10 +24,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
-
+from parakit.backends.ipp_launch import (
+    as_user,
+    engine_processes,
+    is_cluster_process,
+    launched_pids,
+    remote_engines,
+    remote_engines_config,
+    write_profile,
+)
 from parakit.controller.processes import observe, proctree, shm
-from parakit.controller.processes.hosts import Hosts, srun_shell
+from parakit.controller.processes.hosts import Hosts
 from parakit.controller.session.backend import BackendError
 from parakit.controller.session.runtime import child_env
 
@@ -97,8 +104,8 @@ class SessionCluster:
         config = Config()
         config.LocalControllerLauncher.environment = env
         config.LocalEngineSetLauncher.environment = env
-        if self.hosts.several:
-            self._engines_on_hosts(config, env)
+        remote = remote_engines_config(config, self.hosts, self.n, self.workdir, env) \
+            if self.hosts.several else None
         if self.run_as is not None:
             home = self.workdir / "engine-home"  # a HOME the engines' user can write
             home.mkdir(exist_ok=True)
@@ -107,12 +114,11 @@ class SessionCluster:
                 config[launcher].environment = {**env, "HOME": str(home)}
                 config[launcher].engine_cmd = as_user(
                     [sys.executable, "-m", "ipyparallel.engine"], *self.run_as)
-        _write_profile(ipython_dir / "profile_parakit")
+        write_profile(ipython_dir / "profile_parakit")
         self._begin, self._began = time.perf_counter(), time.time()
         on = f" on {self.hosts.describe()}" if self.hosts.several else ""
         self.say(f"ipyparallel: starting a cluster of {self.n} engines{on} ...")
-        where = {"engine_launcher_class": self._remote_launcher(), "controller_ip": "*"} \
-            if self.hosts.several else {}
+        where = {"engine_launcher_class": remote, "controller_ip": "*"} if remote else {}
         # --nodb: the hub keeps no task results (its default in-memory database kept every
         # result, 300 MB by the end of a grading: Gradescope's container has 768 MB in all)
         cluster = ipp.Cluster(n=self.n, profile_dir=str(ipython_dir / "profile_parakit"),
@@ -126,7 +132,7 @@ class SessionCluster:
             self.stop()
             raise BackendError(f"the ipyparallel cluster did not start ({exc}); see the logs in "
                                f"{ipython_dir}") from exc
-        self._spared = _launched_pids(cluster)  # with all below them, until ready
+        self._spared = launched_pids(cluster)  # with all below them, until ready
         proctree.spare(self._spared)
 
     def _wait_for_engines(self) -> None:
@@ -153,8 +159,8 @@ class SessionCluster:
             self._file = str(readable)
         self.start_seconds = time.perf_counter() - self._begin
         self.say(f"ipyparallel: {self.n} engines ready in {self.start_seconds:.1f} s")
-        self.engines = self._remote_engines(cluster) if self.hosts.several else \
-            [observe.here(pid) for pid in _engine_processes()]
+        self.engines = remote_engines(cluster, self.hosts) if self.hosts.several else \
+            [observe.here(pid) for pid in engine_processes()]
         self.needs_restart = False
         self._ready = True
         # From now on graded code runs in the engines: what appears below them is a job's to
@@ -186,7 +192,7 @@ class SessionCluster:
             pass
         # Backstop: anything launched with our owner tag and our profile goes, on every host.
         procs = [p for p in proctree.tagged(proctree.OWNER_VAR, str(os.getpid()))
-                 if _is_cluster_process(p)]
+                 if is_cluster_process(p)]
         proctree.terminate(procs)
         proctree.unspare(spared)
         shm.sweep(self._began)  # engines that imported mpi4py, killed: their MPICH segments
@@ -207,126 +213,6 @@ class SessionCluster:
                 client[:].apply_async(engine_untrace).get(timeout=10)
         except Exception:  # noqa: BLE001  (a cluster gone or stuck: nothing more to do)
             pass
-
-    def _engines_on_hosts(self, config, env: dict) -> None:
-        """ipyparallel's SSH launcher: the engines spread over the hosts as MPI ranks would
-        be, reached with the remote shell; the profile (with the connection files) is in the
-        work folder, which every host shares, so nothing is copied there."""
-        config.SSHEngineSetLauncher.engines = self.hosts.counts(self.n)
-        config.SSHLauncher.ssh_cmd = list(self.hosts.remote_shell)
-        config.SSHLauncher.scp_cmd = list(self.hosts.remote_copy)
-        config.SSHLauncher.remote_python = sys.executable
-        config.SSHLauncher.to_send = []
-        # The launcher watches each engine through a remote shell that waits up to this long;
-        # one waiter per engine for its whole life, never a new process of ours during a run
-        # (it would look like something the graded code left behind).
-        config.SSHLauncher.poll_seconds = 10**6
-        config.SSHEngineLauncher.to_send = []
-        config.SSHEngineSetLauncher.environment = env
-        if self.hosts.slurm_job:  # one step of the allocation instead (``_remote_launcher``)
-            nodefile = self.workdir / "engine-nodes"
-            nodefile.write_text("\n".join(self.hosts.placement(self.n)) + "\n")
-            config.SrunEngineSetLauncher.mpi_cmd = [srun_shell(), "--tasks", str(nodefile)]
-            config.SrunEngineSetLauncher.environment = env
-
-    def _remote_launcher(self):
-        """ipyparallel's SSH launcher: each engine started in the background by a remote shell
-        that then returns. In a Slurm allocation that shell is a job step, and where Slurm
-        tracks a step by its cgroup (``proctrack/cgroup``, most clusters) whatever it started
-        ends with it: there the engines are one step of their own, in the foreground."""
-        return _srun_engines() if self.hosts.slurm_job else "ssh"
-
-    def _remote_engines(self, cluster) -> list[observe.Proc]:
-        """The engines' (host, pid) as their hosts name themselves: what the SSH launcher's
-        remote shells echoed, or, for engines started as one Slurm step, the processes of
-        ipyparallel's engine that carry this grading's tag on each host (found by probe
-        before any graded code runs on them)."""
-        if self.hosts.slurm_job:
-            found = self.hosts.probe_all("find", proctree.OWNER_VAR, str(os.getpid()))
-            return sorted((host, int(p["pid"])) for host, procs in found.items()
-                          for p in procs if "ipyparallel.engine" in p.get("cmdline", ""))
-        names = self.hosts.self_names()
-        return sorted((names.get(launcher.hostname, launcher.hostname), int(launcher.pid))
-                      for launcher_set in cluster.engines.values()
-                      for launcher in getattr(launcher_set, "launchers", {}).values())
-
-
-# The cluster's own settings, read by the controller and the engines from the profile:
-# - the schedulers as threads of the controller, and engines without a nanny process: 5
-#   processes instead of 13, stopped in 0.7 s instead of 2.5 s (the kit signals engines itself,
-#   for stack dumps, never through ipyparallel, which is the nanny's purpose);
-# - a heartbeat every 0.25 s instead of every 3: an engine counts as registered at its first
-#   heartbeat, so 4 engines are ready in 2.1 s instead of 6.8 s (3.6 s at one beat a second).
-#   An engine is dropped after 40 missed beats: 10 s of silence, as with one beat a second
-#   and ipyparallel's 10 misses. Measured: docs/benchmarks.md, "Feedback times".
-_PROFILE = {"ipcontroller_config.py": "c.IPController.use_threads = True\n"
-                                      "c.HeartMonitor.period = 250\n"
-                                      "c.HeartMonitor.max_heartmonitor_misses = 40\n",
-            "ipengine_config.py": "c.IPEngine.enable_nanny = False\n"}
-
-
-def _write_profile(profile: Path) -> None:
-    profile.mkdir(parents=True, exist_ok=True)
-    for name, text in _PROFILE.items():
-        (profile / name).write_text(text)
-
-
-def _launched_pids(cluster) -> list[int]:
-    """The processes ipyparallel's launchers started on this machine: the controller and each
-    engine (or the remote shell that reaches it, or the one step that runs them all)."""
-    launchers = [cluster.controller] + [launcher for engine_set in cluster.engines.values()
-                                        for launcher in getattr(engine_set, "launchers",
-                                                                {0: engine_set}).values()]
-    return [launcher.pid for launcher in launchers
-            if isinstance(getattr(launcher, "pid", None), int)]
-
-
-def _srun_engines() -> type:
-    """ipyparallel's MPI engine launcher with ``parakit-srun-shell --tasks`` for mpiexec: the
-    engines as one step of the Slurm allocation, each on its node of the placement, the step
-    in the foreground for as long as they run. They are not MPI processes (no ``--mpi``)."""
-    from ipyparallel.cluster.launcher import MPIEngineSetLauncher
-
-    class SrunEngineSetLauncher(MPIEngineSetLauncher):
-        @property
-        def program(self) -> list[str]:
-            return self.engine_cmd
-
-    return SrunEngineSetLauncher
-
-
-def _engine_processes() -> list[int]:
-    """Pids of the engines among this process's children (where graded tasks run; not their
-    nannies, which only watch them)."""
-    found = []
-    for proc in psutil.Process().children():
-        try:
-            cmd = proc.cmdline()
-        except psutil.Error:
-            continue
-        if cmd[-2:] == ["-m", "ipyparallel.engine"]:
-            found.append(proc.pid)
-    return sorted(found)
-
-
-def _is_cluster_process(proc) -> bool:
-    try:
-        cmd = " ".join(proc.cmdline())
-    except Exception:  # noqa: BLE001
-        return False
-    return "ipyparallel" in cmd or "ipengine" in cmd or "ipcontroller" in cmd
-
-
-# Drop to a user, then run the command (``setpriv --reuid --regid --clear-groups``, in Python).
-_AS_USER = ("import os, sys; uid, gid = int(sys.argv[1]), int(sys.argv[2]); os.setgroups([]); "
-            "os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid); "
-            "os.execv(sys.argv[3], sys.argv[3:])")
-
-
-def as_user(cmd: list[str], uid: int, gid: int) -> list[str]:
-    """``cmd`` run as user ``uid`` with group ``gid`` and no supplementary groups (the process
-    keeps its pid: the launcher's signals reach the command itself)."""
-    return [sys.executable, "-c", _AS_USER, str(uid), str(gid), *cmd]
 
 
 def _kit_pythonpath() -> str:
