@@ -153,3 +153,34 @@ def test_graded_code_cannot_write_into_the_graders_output(tmp_path):
                          cwd=KIT, capture_output=True, text=True, timeout=120)
     assert "1 passed" in run.stdout, run.stdout[-2000:]
     assert "FORGED" not in run.stdout + run.stderr
+
+
+# Graded code that looks for the answer key and a classmate's work where a grader's machine
+# has them: the kit's reference/ (importable: the kit is on the graded path) and the other
+# submission of the batch, given by its path.
+def _copier(classmate: Path) -> str:
+    return (
+        "def greeting(comm: MPI.Comm) -> str:\n"
+        "    import importlib.util, os\n"
+        f"    for path in ({str(KIT / 'reference' / 'hello.py')!r}, "
+        f"{str(classmate / 'hello.py')!r}, {str(KIT / 'tests' / 'catalogue.py')!r}):\n"
+        "        if os.path.exists(path):\n"
+        "            raise RuntimeError(f'read {path}')\n"
+        "    if importlib.util.find_spec('reference.hello') is not None:\n"
+        "        raise RuntimeError('imported the reference')\n")
+
+
+@pytest.mark.long(20)
+def test_a_grading_finds_neither_the_reference_nor_a_classmates_submission(tmp_path):
+    classmate = make_submission(tmp_path, {}, "bob")
+    copier = make_submission(tmp_path, {"hello": [
+        ("def greeting(comm: MPI.Comm) -> str:\n", _copier(classmate))]}, "alice")
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "parakit.cli", "grade", str(copier),
+                          str(classmate), "--out", str(out), "-k", "hello and greeting and P1"],
+                         cwd=KIT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    book = {row["submission"]: row for row in csv.DictReader(open(out / "gradebook.csv"))}
+    assert book["alice"]["failed"] == "0", (out / "alice" / "output.txt").read_text()[-2000:]
+    assert float(book["alice"]["total"]) == float(book["alice"]["possible"]) > 0
+    assert (KIT / "reference" / "hello.py").exists() and (classmate / "hello.py").exists()

@@ -56,7 +56,8 @@ class Local(Engine):
         start = time.monotonic()
 
         def one(name: str, path: Path) -> Graded:
-            others = [outdir / n for n, _ in submissions if n != name] if sandboxed else []
+            others = [hidden for n, p in submissions if n != name
+                      for hidden in (outdir / n, Path(p))] if sandboxed else []
             graded = grade_one(name, path, outdir / name, pytest_args, timeout, sandboxed,
                                others)
             graded.save()

@@ -190,12 +190,14 @@ class Slurm(Engine):
             (outdir / name).mkdir(parents=True, exist_ok=True)
             record_path(outdir / name).unlink(missing_ok=True)
         dirs = [str(outdir / name) for name, _ in submissions]
-        others = [[d for d in dirs if d != mine] for mine in dirs]
+        sources = [str(Path(p).resolve()) for _, p in submissions]
+        # each task hides the other tasks' report folders and submissions
+        others = [[hidden for d, src in zip(dirs, sources, strict=True) if d != mine
+                   for hidden in (d, src)] for mine in dirs]
         try:
             jobs = executor.map_array(GradeTask(pytest_args, timeout),
                                       [n for n, _ in submissions],
-                                      [str(Path(p).resolve()) for _, p in submissions],
-                                      dirs, others)
+                                      sources, dirs, others)
         except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError) as exc:
             raise SlurmError(f"sbatch refused the array: {exc}") from exc
         array = jobs[0].job_id.split("_")[0]

@@ -30,6 +30,25 @@ NOT_IMPLEMENTED = "not implemented yet"
 RECORDS = ".records"  # OUT/.records/NAME.json: what each grading got (OUT/NAME: its reports)
 
 
+# What a grading never needs of the kit, hidden from it: the answer key (reference solutions,
+# the catalogue's broken copies of them, the history that holds both). The grader reads only
+# grader/, hidden/, problems/ and parakit/.
+NOT_FOR_GRADINGS = ("reference", "tests", "benchmarks", ".git")
+
+
+def hidden_from_grading(others: Sequence[Path], keep: Sequence[Path]) -> list[Path]:
+    """The folders a sandboxed grading is not to see: the kit's answer key, and ``others``
+    (the other gradings' report folders, their submissions as given), each that exists and
+    holds none of ``keep`` (the grading's own folders, the kit)."""
+    keep = [Path(k).resolve() for k in keep]
+    found = []
+    for folder in [*(KIT / name for name in NOT_FOR_GRADINGS), *others]:
+        folder = Path(folder).resolve()
+        if folder.is_dir() and not any(k.is_relative_to(folder) for k in keep):
+            found.append(folder)
+    return found
+
+
 def record_path(reportdir: Path) -> Path:
     """Where the record of the grading reported in ``reportdir`` is kept: beside the report
     folders, not in one, because graded code can write its own report folder (the sandbox's
@@ -106,7 +125,8 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
               others: Sequence[Path] = ()) -> Graded:
     """Grade one submission in a ``pytest`` subprocess; reports go to ``outdir``.
     ``sandboxed``: in a sandbox of its own (``parakit.sandbox``), which does not see
-    ``others`` (the report folders of the other gradings of the batch)."""
+    ``others`` (the report folders and submissions of the other gradings of the batch) nor
+    the kit's reference solutions: the submission is graded from a copy of its own."""
     outdir.mkdir(parents=True, exist_ok=True)
     result = Graded(name, reportdir=outdir)
     gradescope, classroom = outdir / "results.json", outdir / "classroom.json"
@@ -136,8 +156,9 @@ def grade_one(name: str, submission: Path, outdir: Path, pytest_args: Sequence[s
             # own is the staged copy
             staged_class = [d for d in (outdir.parent / exports.UNPACKED,
                                         outdir.parent / exports.COMMITS) if d.is_dir()]
-            cmd = sandbox.wrap(cmd, write=[outdir], read=[work],
-                               hide=[*others, records, *staged_class], privileged=run_as)
+            hide = hidden_from_grading([*others, records, *staged_class],
+                                       keep=[outdir, work, KIT / "grader"])
+            cmd = sandbox.wrap(cmd, write=[outdir], read=[work], hide=hide, privileged=run_as)
         with open(outdir / "output.txt", "wb") as log:
             proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
