@@ -68,11 +68,13 @@ def wrap(command: Sequence[str], write: Sequence[Folder] = (), read: Sequence[Fo
             # the home folder is read-only: IPython's and matplotlib's own folders in /tmp
             "--setenv", "IPYTHONDIR", "/tmp/ipython", "--setenv", "MPLCONFIGDIR", "/tmp/mpl",
             "--unsetenv", "TMPDIR"]  # its own /tmp is the temporary folder
-    for folder in hide:
-        argv += ["--tmpfs", os.fspath(Path(folder).resolve())]
     for folder in [*_under_private(), *read]:
         folder = os.fspath(Path(folder).resolve())
         argv += ["--ro-bind", folder, folder]
+    # after those: a hidden folder inside them (the kit's reference/ in a checkout under /tmp)
+    # is covered, not uncovered again
+    for folder in hide:
+        argv += ["--tmpfs", os.fspath(Path(folder).resolve())]
     for folder in write:
         folder = os.fspath(Path(folder).resolve())
         argv += ["--bind", folder, folder]
