@@ -58,7 +58,7 @@ def run_grader(tmp_path: Path, *args: str, timeout: float = 900) -> GraderRun:
             escaped |= {child, *child.children(recursive=True)}
     escaped = set(proctree.alive(escaped))
     left = [proctree.describe(p) for p in escaped]
-    left += [f"{path} (shared memory)" for path in _shared_memory_left(began)]
+    left += [f"{path} (shared memory)" for path in shared_memory_left(began)]
     proctree.terminate(escaped)  # so that one failing test leaves nothing for the next
     proctree.reap()
     shm.sweep(began)
@@ -86,15 +86,16 @@ def junit_results(xml: Path) -> dict[str, tuple[str, str]]:
     return results
 
 
-def _shared_memory_left(since: float) -> list[Path]:
+def shared_memory_left(since: float, patience: float = 1.0) -> list[Path]:
     """Files left in /dev/shm since ``since``. Another grader on the machine (``pytest -n``)
-    may be between killing its ranks and removing their files: what is still there a second
-    later was left for good."""
-    first = shm.leaked(since)
-    if first:
+    may be between killing its ranks and removing their files (it sweeps them when its
+    grading ends): what is still there ``patience`` seconds later was left for good."""
+    left = shm.leaked(since)
+    deadline = time.monotonic() + patience
+    while left and time.monotonic() < deadline:
         time.sleep(1.0)
-        first = [path for path in shm.leaked(since) if path in first]
-    return first
+        left = [path for path in shm.leaked(since) if path in left]
+    return left
 
 
 Edit = tuple[str, str]  # (old text, new text) of a module of reference/
