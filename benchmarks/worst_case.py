@@ -1,6 +1,6 @@
 """Benchmark (not a test): the worst case of a grading, a submission in which everything hangs.
 
-    python benchmarks/worst_case.py [--condition idle half-cpu] [--json OUT] [GRADER OPTIONS ...]
+    python benchmarks/worst_case.py [--conditions idle half-cpu] [--json OUT] [GRADER OPTIONS ...]
 
 Copies the reference, replaces every public function of every graded module (and the hello
 program) by ``while True: pass``, grades it with the grader's defaults (``--call-timeout 30``,
@@ -49,7 +49,7 @@ def hanging_copy(parent: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--condition", nargs="+", default=["idle"],
+    parser.add_argument("--conditions", "--condition", nargs="+", default=["idle"],
                         choices=conditions.CONDITIONS[:-1])
     parser.add_argument("--json", type=Path, help="store the figures here (docs/figures/"
                         "worst-case.json is what benchmarks/publish.py publishes)")
@@ -57,7 +57,7 @@ def main() -> int:
     stored = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "options": grader_options or ["(the defaults)"], "conditions": {}}
     left_any = False
-    for condition in args.condition:
+    for condition in args.conditions:
         why = conditions.unavailable(condition)
         if why:
             print(f"{condition}: skipped ({why})")

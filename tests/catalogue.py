@@ -603,6 +603,24 @@ def mandelbrot_ipp_balanced(spec, view):
     _forge(spec, image)
     return image
 '''
+IPP_CLAIMS_CLUSTER_PROCESSES = _FORGE_RECORDS + '''
+
+def mandelbrot_ipp_balanced(spec, view):
+    """The client computes everything untraced; the records name real processes of the
+    cluster that are not engines (its controller, or whatever started the engines: a
+    launcher's srun on a Slurm allocation), which busy themselves with every task."""
+    import psutil
+
+    image = _untraced(spec)
+    others = [(p.pid, " ".join(p.info["cmdline"] or [])) for p in
+              psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[1:3]
+              != ["-m", "ipyparallel.engine"]]
+    # what names the engine without being one (srun), else the controller
+    named = [pid for pid, cmd in others if "ipyparallel.engine" in cmd] or \
+        [pid for pid, cmd in others if "ipyparallel" in cmd]
+    _forge(spec, image, named or [1])
+    return image
+'''
 POOL_CLIENT_WORKS = _FORGE_RECORDS + '''
 
 def mandelbrot_pool_balanced(spec, pool):
@@ -814,6 +832,12 @@ MANDELBROT: list[Broken] = [
              "not workers of this run", select=f"mandelbrot and {b} and balanced")
       for b, code in (("mpi", MPI_FORGED_TRACE), ("pool", POOL_FORGED_TRACE),
                       ("ipp", IPP_FORGED_TRACE))),
+    # real processes of the cluster named as workers: only its engines are (on a Slurm
+    # allocation the step's srun names the engine in its command line too)
+    Broken("ipp_balanced_claims_cluster_processes", "mandelbrot",
+           _redefine(IPP_CLAIMS_CLUSTER_PROCESSES),
+           ("test_mandelbrot_trace[ipp-balanced]", f"{_MANDEL_BALANCE}[ipp-balanced]"),
+           "not workers of this run", select="mandelbrot and ipp and balanced"),
     Broken("pool_balanced_claims_real_workers", "mandelbrot", _redefine(POOL_CLIENT_WORKS),
            ("test_mandelbrot_trace[pool-balanced]", f"{_MANDEL_BALANCE}[pool-balanced]"),
            "did not run in the workers", select="mandelbrot and pool and balanced"),

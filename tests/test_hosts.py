@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from parakit.backends.ipp_launch import remote_engines
 from parakit.backends.mpi import host_flags
 from parakit.controller.processes import proctree
 from parakit.controller.processes.hosts import Hosts, HostsError
@@ -108,6 +109,38 @@ def test_the_srun_shell_starts_many_tasks_as_one_step_placed_by_a_node_file(tmp_
     for var in ("SLURM_JOB_ID", "PARAKIT_SLURM_JOB_ID"):
         monkeypatch.delenv(var, raising=False)
     assert srun_main(["--tasks", str(nodefile), "-n", "1", "true"]) == 255  # as ssh would
+
+
+class _Nodes:
+    """Hosts of an allocation whose probe answers as given (``find``: what each node has)."""
+
+    slurm_job = "41"
+
+    def __init__(self, found: dict[str, list[dict]]):
+        self.found = found
+
+    def probe_all(self, *args: str) -> dict[str, list[dict]]:
+        assert args[0] == "find"
+        return self.found
+
+
+def test_engines_of_a_slurm_step_are_those_it_started_and_no_other():
+    since = 1000.0
+    engine = "/venv/bin/python -m ipyparallel.engine --profile-dir /w/ipython"
+    nodes = _Nodes({"node1": [{"pid": 7, "cmdline": engine, "started": since + 2},
+                              {"pid": 8, "cmdline": "python -m parakit.worker", "started": 1e4},
+                              # the step's srun, whose command line names the engine too
+                              {"pid": 6, "cmdline": "srun --jobid=41 --overlap " + engine,
+                               "started": since + 1}],
+                    "node2": [{"pid": 7, "cmdline": engine, "started": since + 3},
+                              # left by an earlier run, named like an engine: never a worker
+                              {"pid": 5, "cmdline": engine, "started": since - 60}]})
+    assert remote_engines(None, nodes, 2, since) == [("node1", 7), ("node2", 7)]
+    with pytest.raises(ValueError, match="2 engine processes found on the nodes for the 3"):
+        remote_engines(None, nodes, 3, since)
+    nodes.found["node2"].append({"pid": 9, "cmdline": engine, "started": since + 4})
+    with pytest.raises(ValueError, match="3 engine processes found .* for the 2 started"):
+        remote_engines(None, nodes, 2, since)  # one more than started: the grader's own fail
 
 
 def test_ranks_fill_each_host_then_go_round_again():

@@ -294,6 +294,22 @@ def test_a_rank_that_escapes_on_another_node_is_caught_there(nodes, tmp_path):
     assert nothing_left_on(nodes) == {}
 
 
+@pytest.mark.long(30)
+def test_records_naming_the_engines_srun_are_not_an_engines(nodes, tmp_path):
+    """The engines' step is started by an srun on the grader's node whose command line names
+    ipyparallel's engine: records that give it the rows are records of no worker."""
+    broken = {e.name: e for e in catalogue.everything()}["ipp_balanced_claims_cluster_processes"]
+    sub = broken.build(tmp_path / "subs")
+    state, output, results = graded_in_allocation(
+        nodes, tmp_path, f"--target {sub} -k 'trace and ipp and balanced' --workers 3",
+        per_node=1)
+    assert state == "FAILED", output[-4000:]
+    failed = {name: r[1] for name, r in results.items() if r[0] == "failed"}
+    assert list(failed) == ["test_mandelbrot_trace[ipp-balanced]"], output[-4000:]
+    assert broken.says(failed["test_mandelbrot_trace[ipp-balanced]"]), output[-4000:]
+    assert nothing_left_on(nodes) == {}
+
+
 @pytest.mark.long(20)
 def test_the_grader_in_a_one_node_allocation_keeps_its_ranks_as_its_own(one_node, tmp_path):
     """``pytest grader`` in a batch job: MPICH's mpiexec starts the ranks itself (fork), as the

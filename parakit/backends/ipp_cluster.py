@@ -159,8 +159,13 @@ class SessionCluster:
             self._file = str(readable)
         self.start_seconds = time.perf_counter() - self._begin
         self.say(f"ipyparallel: {self.n} engines ready in {self.start_seconds:.1f} s")
-        self.engines = remote_engines(cluster, self.hosts) if self.hosts.several else \
-            [observe.here(pid) for pid in engine_processes()]
+        try:
+            self.engines = remote_engines(cluster, self.hosts, self.n, self._began) \
+                if self.hosts.several else [observe.here(pid) for pid in engine_processes()]
+        except ValueError as exc:
+            self.stop()
+            raise BackendError(f"the ipyparallel cluster did not start as asked: {exc}") \
+                from None
         self.needs_restart = False
         self._ready = True
         # From now on graded code runs in the engines: what appears below them is a job's to

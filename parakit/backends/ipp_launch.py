@@ -44,19 +44,28 @@ def remote_engines_config(config, hosts: Hosts, n: int, workdir: Path, env: dict
     return "ssh"
 
 
-def remote_engines(cluster, hosts: Hosts) -> list[observe.Proc]:
+def remote_engines(cluster, hosts: Hosts, n: int, since: float) -> list[observe.Proc]:
     """The engines' (host, pid) as their hosts name themselves: what the SSH launcher's remote
     shells echoed, or, for engines started as one Slurm step, the processes of ipyparallel's
-    engine that carry this grading's tag on each host (found by probe before any graded code
-    runs on them)."""
-    if hosts.slurm_job:
-        found = hosts.probe_all("find", proctree.OWNER_VAR, str(os.getpid()))
-        return sorted((host, int(p["pid"])) for host, procs in found.items()
-                      for p in procs if "ipyparallel.engine" in p.get("cmdline", ""))
-    names = hosts.self_names()
-    return sorted((names.get(launcher.hostname, launcher.hostname), int(launcher.pid))
-                  for launcher_set in cluster.engines.values()
-                  for launcher in getattr(launcher_set, "launchers", {}).values())
+    engine that carry this grading's tag on each host and started with the cluster, at
+    ``since`` or later (found by probe before any graded code runs on them: a process left
+    by an earlier run, however it names itself, is never one). ValueError unless there are
+    exactly ``n``: what the grader would count as a worker must be what it started."""
+    if not hosts.slurm_job:
+        names = hosts.self_names()
+        return sorted((names.get(launcher.hostname, launcher.hostname), int(launcher.pid))
+                      for launcher_set in cluster.engines.values()
+                      for launcher in getattr(launcher_set, "launchers", {}).values())
+    found = hosts.probe_all("find", proctree.OWNER_VAR, str(os.getpid()))
+    # the engine itself (PYTHON -m ipyparallel.engine ...), not the srun that started it,
+    # whose command line names it too; started with the cluster (clocks: 1 s, as the probe's)
+    engines = sorted((host, int(p["pid"])) for host, procs in found.items() for p in procs
+                     if p.get("cmdline", "").split()[1:3] == ["-m", "ipyparallel.engine"]
+                     and p.get("started", 0.0) >= since - 1.0)
+    if len(engines) != n:
+        raise ValueError(f"{len(engines)} engine processes found on the nodes for the {n} "
+                         f"started ({', '.join(f'{h}:{p}' for h, p in engines) or 'none'})")
+    return engines
 
 
 # The cluster's own settings, read by the controller and the engines from the profile:

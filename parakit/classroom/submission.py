@@ -7,6 +7,7 @@ visible zero with its output kept, so one broken or hanging submission never sto
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -42,11 +43,21 @@ def hidden_from_grading(others: Sequence[Path], keep: Sequence[Path]) -> list[Pa
     holds none of ``keep`` (the grading's own folders, the kit)."""
     keep = [Path(k).resolve() for k in keep]
     found = []
-    for folder in [*(KIT / name for name in NOT_FOR_GRADINGS), *others]:
+    for folder in [*(KIT / name for name in NOT_FOR_GRADINGS), *_installed_reference(), *others]:
         folder = Path(folder).resolve()
         if folder.is_dir() and not any(k.is_relative_to(folder) for k in keep):
             found.append(folder)
     return found
+
+
+def _installed_reference() -> list[Path]:
+    """Where ``import reference`` finds the reference solutions, if not in the kit: a kit
+    installed without ``-e`` has a copy of them among the installed packages."""
+    try:
+        spec = importlib.util.find_spec("reference")
+    except (ImportError, ValueError):
+        return []
+    return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
 
 
 def record_path(reportdir: Path) -> Path:

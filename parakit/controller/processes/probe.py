@@ -7,7 +7,7 @@ as ``psutil`` does here:
 
 - ``find VAR VALUE``: the processes whose environment has ``VAR=VALUE`` (the kit tags every
   process it starts, and what they start inherits it): pid, parent, name, MPI rank (the
-  launcher's ``PMI_RANK``), CPU seconds;
+  launcher's ``PMI_RANK``), CPU seconds, command line, start (epoch seconds);
 - ``new SINCE VAR VALUE...``: the processes of this user started at ``SINCE`` (epoch seconds)
   or later that carry one of the tags, or that are orphans (their parent is the host's init:
   what detached itself, with its environment emptied, ends there), as ``find`` describes them;
@@ -62,7 +62,8 @@ def _describe(proc: psutil.Process) -> dict:
     env = proc.environ()
     return {"pid": proc.pid, "ppid": proc.ppid(), "name": proc.name(),
             "rank": env.get("PMI_RANK") or env.get("OMPI_COMM_WORLD_RANK"),
-            "cpu": _cpu(proc), "cmdline": " ".join(proc.cmdline())[:200]}
+            "cpu": _cpu(proc), "cmdline": " ".join(proc.cmdline())[:200],
+            "started": proc.create_time()}
 
 
 def _described(procs) -> list[dict]:
